@@ -1,0 +1,78 @@
+"""Validation of public arguments, run once at the boundary before any JAX tracing.
+
+Every public function of the library calls these on its inputs, so bad input raises a
+``ValueError`` or ``TypeError`` that names the argument and what was expected, instead of
+a deep JAX trace or a silent NaN.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+
+def positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    """Return ``value`` as an ``int`` if it is an integer ``>= minimum``.
+
+    >>> positive_int(3, "heads")
+    3
+    >>> positive_int(0, "heads")
+    Traceback (most recent call last):
+    ...
+    ValueError: heads must be an integer >= 1, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} "
+                        f"of type {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def choice(value: Any, name: str, options: Iterable[Any]) -> Any:
+    """Return ``value`` if it is one of ``options``, else raise ``ValueError``.
+
+    >>> choice("G1", "gate", [None, "G1", "G2"])
+    'G1'
+    """
+    options = tuple(options)
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options!r}, got {value!r}")
+    return value
+
+
+def finite_array(value: Any, name: str, *, ndim: int | None = None,
+                 shape: tuple[int | None, ...] | None = None) -> np.ndarray:
+    """Return ``value`` as a float numpy array after checking rank, shape and finiteness.
+
+    ``shape`` may contain ``None`` for axes of any length. Runs on concrete values only
+    (it is meant for the boundary of the library, outside ``jit``).
+
+    >>> finite_array([[1.0, 2.0]], "x", ndim=2).shape
+    (1, 2)
+    >>> finite_array([1.0, float("nan")], "x")
+    Traceback (most recent call last):
+    ...
+    ValueError: x must contain only finite values (found 1 non-finite entries)
+    """
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # pragma: no cover - numpy raises many types here
+        raise TypeError(f"{name} must be an array of real numbers, got {type(value).__name__}") from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must have rank {ndim}, got shape {arr.shape} (rank {arr.ndim})")
+    if shape is not None:
+        if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
+    bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise ValueError(f"{name} must contain only finite values (found {bad} non-finite entries)")
+    return arr
