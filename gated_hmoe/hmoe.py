@@ -178,3 +178,30 @@ def score_quadratic_forms(params: AttentionParams, n_tokens: int) -> Array:
     # block (i, j) of M^h_ij holds `core`: M[h,i,j, (p,a), (q,b)] = [p=i][q=j] core[h,a,b]
     m = jnp.einsum("ip,jq,hab->hijpaqb", eye, eye, core)
     return m.reshape(heads, n_tokens, n_tokens, n_tokens * d, n_tokens * d)
+
+
+def weighted_leaves(terms: HMoETerms) -> Array:
+    """Level-3 weight times leaf, ``g3_hilm * E_hjl``: shape ``(H, N_query, N_key, d_v, d_out)``.
+
+    As a function of the input this is the expert that the level-2 router mixes; it is
+    linear in ``vec(X)`` for MHSA, G1 headwise, G3, G4 and G5, and non-linear for G1
+    elementwise and G2.
+    """
+    _check_terms(terms)
+    return jnp.einsum("hilm,hjl->hijlm", terms.channel_router, terms.experts)
+
+
+def leaves_along_line(params: AttentionParams, x0: Array, direction: Array, ts: Array) -> Array:
+    """:func:`weighted_leaves` at ``x0 + t * direction`` for each ``t`` in ``ts: (T,)``.
+
+    ``x0, direction: (N, d)``; returns ``(T, H, N, N, d_v, d_out)``.
+    """
+    validate(params, x0)
+    direction = checks.finite_array(direction, "direction", shape=jnp.shape(x0))
+    ts = checks.finite_array(ts, "ts", ndim=1)
+    x0, direction, ts = jnp.asarray(x0), jnp.asarray(direction), jnp.asarray(ts)
+
+    def at(t):
+        return weighted_leaves(_terms(params, x0 + t * direction, None))
+
+    return jax.jit(jax.vmap(at))(ts)
