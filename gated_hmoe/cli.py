@@ -11,7 +11,9 @@ import importlib
 import sys
 
 #: Modules that provide a sub-command (each defines ``register_cli``).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "gated_hmoe.experiments",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

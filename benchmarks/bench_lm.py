@@ -1,0 +1,108 @@
+"""SPEC §7 benchmark: batched LM (gated_hmoe.estimators) vs scipy.optimize.least_squares(lm).
+
+Run by hand (not in CI):  .venv/bin/python benchmarks/bench_lm.py [--baseline-replicates 16]
+Problem: sigmoid experts, k*=2 fitted with k=3, split init spread 0.1, nu=1e-6, float64,
+n in {1e3, 1e4, 3e4, 1e5}, 16 replicates. Baseline: one fit at a time, analytic Jacobian,
+max_nfev=200, xtol=ftol=gtol=1e-14. Ours: batched fit, 200-iteration budget (rtol tiny so the
+budget binds) and, separately, the library's own stopping rule (rtol=1e-3).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+T_START = time.perf_counter()
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.optimize  # noqa: E402
+
+from gated_hmoe import data, estimators as est, moe  # noqa: E402
+
+T_IMPORT = time.perf_counter() - T_START
+NU = 1e-6
+
+
+def problem(n, R, seed=0):
+    G = moe.default_truth("sigmoid")
+    spec = est.make_spec(expert="sigmoid", k=3, D=1)
+    keys = jax.random.split(jax.random.key(seed), R)
+    x, y = data.sample_batch(keys, G, n=n, noise_var=NU, expert="sigmoid")
+    th0 = est.initial_thetas(jax.random.key(seed + 1), G, spec, est.InitConfig("split", 0.1), R)
+    return spec, np.asarray(x), np.asarray(y), th0
+
+
+def scipy_fit(spec, x, y, th0):
+    xj = jnp.asarray(x)
+    f = jax.jit(lambda t: est.mean_and_jacobian(t, xj, spec))
+    def fun(t):
+        return np.asarray(f(jnp.asarray(t))[0]) - y
+    def jac(t):
+        return np.asarray(f(jnp.asarray(t))[1])
+    fun(th0); jac(th0)  # compile outside the timing
+    t0 = time.perf_counter()
+    sol = scipy.optimize.least_squares(fun, th0, jac=jac, method="lm", max_nfev=200,
+                                       xtol=1e-14, ftol=1e-14, gtol=1e-14)
+    return time.perf_counter() - t0, float(np.mean(sol.fun ** 2) / NU), sol.nfev
+
+
+def flops_per_rep_iter(n, p, k=3):
+    # gram J^T J (2 n p^2) + J^T r (2 n p) + residual/Jacobian elementwise (~40 n k)
+    return n * (2 * p * p + 2 * p + 40 * k)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--baseline-replicates", type=int, default=16)
+    ap.add_argument("--replicates", type=int, default=16)
+    ap.add_argument("--ns", default="1000,10000,30000,100000")
+    ap.add_argument("--whole-process", action="store_true", help="internal: 64 reps at n=3e4")
+    args = ap.parse_args()
+    if args.whole_process:
+        spec, x, y, th0 = problem(30000, 64)
+        r = est.fit(x, y, th0, spec=spec, max_iter=200, rtol=1e-3)
+        print(json.dumps({"mse_over_nu": float(np.mean(r.mse) / NU)}))
+        return
+    rows = []
+    for n in [int(v) for v in args.ns.split(",")]:
+        spec, x, y, th0 = problem(n, args.replicates)
+        t0 = time.perf_counter()
+        r1 = est.fit(x, y, th0, spec=spec, max_iter=200, rtol=1e-300)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        r1 = est.fit(x, y, th0, spec=spec, max_iter=200, rtol=1e-300)
+        steady = (time.perf_counter() - t0) / args.replicates
+        t0 = time.perf_counter()
+        r2 = est.fit(x, y, th0, spec=spec, max_iter=200, rtol=1e-3)
+        own = (time.perf_counter() - t0) / args.replicates
+        base = [scipy_fit(spec, x[i], y[i], th0[i]) for i in range(args.baseline_replicates)]
+        bt = float(np.mean([b[0] for b in base]))
+        it = float(np.mean(r1.iterations))
+        row = {"n": n, "scipy_s_per_fit": bt, "scipy_mse_over_nu": float(np.mean([b[1] for b in base])),
+               "scipy_nfev": float(np.mean([b[2] for b in base])),
+               "ours200_s_per_fit": steady, "ours200_mse_over_nu": float(np.mean(r1.mse[:args.baseline_replicates]) / NU),
+               "ours200_iterations": it, "compile_s": first - steady * args.replicates,
+               "ours_stop_s_per_fit": own, "ours_stop_mse_over_nu": float(np.mean(r2.mse[:args.baseline_replicates]) / NU),
+               "ours_stop_iterations_mean": float(np.mean(r2.iterations)),
+               "ours_stop_iterations_max": int(np.max(r2.iterations)),
+               "ratio_200": bt / steady, "ratio_stop": bt / own,
+               "gflops_200": flops_per_rep_iter(n, spec.num_params) * it / steady / 1e9}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--whole-process"], capture_output=True, text=True)
+    whole = time.perf_counter() - t0
+    n3 = [r for r in rows if r["n"] == 30000]
+    out = {"import_s": T_IMPORT, "whole_process_64_at_3e4_s": whole,
+           "whole_process_out": proc.stdout.strip()[-200:],
+           "scipy_64_fits_estimate_s": 64 * n3[0]["scipy_s_per_fit"] if n3 else None,
+           "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "rows": rows}
+    if n3:
+        out["whole_process_ratio"] = out["scipy_64_fits_estimate_s"] / whole
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

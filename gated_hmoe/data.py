@@ -1,0 +1,74 @@
+r"""Simulated regression data from a mixture of experts: ``X ~ Unif[-1,1]^D``, ``Y = f_G(X) + N(0, nu)``.
+
+Randomness comes only from explicit ``jax.random`` keys. :func:`standard_draws` returns the
+inputs and *standard* normal noise, so a noise sweep can reuse the same draws for every
+noise level (common random numbers): ``y = f_G(x) + sqrt(nu) * eps``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gated_hmoe import checks, moe
+
+Array = jax.Array
+
+
+def _noise_var(noise_var) -> float:
+    if isinstance(noise_var, bool) or not isinstance(noise_var, (int, float, np.floating, np.integer)):
+        raise TypeError(f"noise_var must be a real number > 0, got {type(noise_var).__name__}")
+    if not (math.isfinite(noise_var) and noise_var > 0):
+        raise ValueError(f"noise_var must be a finite number > 0, got {noise_var!r}")
+    return float(noise_var)
+
+
+def standard_draws(key: Array, *, n: int, D: int) -> tuple[Array, Array]:
+    """Inputs ``x: (n, D)`` uniform on ``[-1, 1]^D`` and standard normal noise ``eps: (n,)``.
+
+    >>> x, eps = standard_draws(jax.random.key(0), n=4, D=2)
+    >>> x.shape, eps.shape, str(x.dtype)
+    ((4, 2), (4,), 'float64')
+    """
+    n = checks.positive_int(n, "n")
+    D = checks.positive_int(D, "D")
+    kx, ke = jax.random.split(key)
+    x = jax.random.uniform(kx, (n, D), dtype=jnp.float64, minval=-1.0, maxval=1.0)
+    eps = jax.random.normal(ke, (n,), dtype=jnp.float64)
+    return x, eps
+
+
+def sample(key: Array, G: moe.MixingMeasure, *, n: int, noise_var: float, expert: str,
+           gate: str = "linear") -> tuple[Array, Array]:
+    """Draw ``n`` pairs ``(x: (n, D), y: (n,))`` with ``y = f_G(x) + N(0, noise_var)``.
+
+    >>> G = moe.default_truth("sigmoid")
+    >>> x, y = sample(jax.random.key(1), G, n=100, noise_var=1e-6, expert="sigmoid")
+    >>> x.shape, y.shape
+    ((100, 1), (100,))
+    """
+    G = moe.validate_measure(G, "G", expert=expert, gate=gate)
+    nu = _noise_var(noise_var)
+    x, eps = standard_draws(key, n=n, D=G.beta1.shape[1])
+    f = moe.mean_unchecked(jax.tree.map(jnp.asarray, G), x, expert, gate)
+    return x, f + math.sqrt(nu) * eps
+
+
+def sample_batch(keys: Array, G: moe.MixingMeasure, *, n: int, noise_var: float, expert: str,
+                 gate: str = "linear") -> tuple[Array, Array]:
+    """One data set per key: ``keys: (R,)`` -> ``x: (R, n, D)``, ``y: (R, n)``."""
+    G = moe.validate_measure(G, "G", expert=expert, gate=gate)
+    nu = _noise_var(noise_var)
+    n = checks.positive_int(n, "n")
+    D = G.beta1.shape[1]
+    Gj = jax.tree.map(jnp.asarray, G)
+
+    def one(key):
+        x, eps = standard_draws(key, n=n, D=D)
+        return x, moe.mean_unchecked(Gj, x, expert, gate) + math.sqrt(nu) * eps
+
+    xs, ys = zip(*[one(k) for k in keys])
+    return jnp.stack(xs), jnp.stack(ys)

@@ -1,0 +1,151 @@
+"""Batched Levenberg-Marquardt: Jacobian, agreement with scipy, determinism, sharding, inits."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+from gated_hmoe import data, estimators as est, moe
+
+
+@pytest.mark.parametrize("expert", moe.EXPERTS)
+@pytest.mark.parametrize("gate", moe.GATES)
+def test_analytic_jacobian(expert, gate):
+    spec = est.make_spec(expert=expert, gate=gate, k=3, D=2)
+    theta = jnp.asarray(np.random.default_rng(0).normal(size=spec.num_params))
+    x = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (11, 2)))
+    f, J = est.mean_and_jacobian(theta, x, spec)
+    np.testing.assert_allclose(f, est._mean(theta, x, spec), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(J, jax.jacfwd(est._mean)(theta, x, spec), rtol=1e-11, atol=1e-12)
+
+
+def test_pack_unpack_roundtrip():
+    G = moe.pin_last(moe.default_truth("glu", gate="quadratic-polynomial"))
+    spec = est.make_spec(expert="glu", gate="quadratic-polynomial", k=2, D=1)
+    back = est.unpack(est.pack(G, spec), spec)
+    for a, b in zip(G, back):
+        np.testing.assert_array_equal(a, b)
+
+
+def _problem(expert="sigmoid", k=2, n=300, R=3, nu=1e-4, init="near"):
+    G = moe.default_truth(expert)
+    spec = est.make_spec(expert=expert, k=k, D=1)
+    x, y = data.sample_batch(jax.random.split(jax.random.key(0), R), G, n=n, noise_var=nu,
+                             expert=expert)
+    th0 = est.initial_thetas(jax.random.key(1), G, spec, est.InitConfig(init, 0.1), R)
+    return G, spec, np.asarray(x), np.asarray(y), th0
+
+
+@pytest.mark.parametrize("expert", ["sigmoid", "linear"])
+def test_agrees_with_scipy_least_squares(expert):
+    G, spec, x, y, th0 = _problem(expert)
+    res = est.fit(x, y, th0, spec=spec, rtol=1e-8)
+    assert res.converged.all() and not res.failed.any()
+    for r in range(x.shape[0]):
+        xr = jnp.asarray(x[r])
+        sol = scipy.optimize.least_squares(
+            lambda t: np.asarray(est._mean(jnp.asarray(t), xr, spec)) - y[r], th0[r],
+            jac=lambda t: np.asarray(est.mean_and_jacobian(jnp.asarray(t), xr, spec)[1]),
+            method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=2000)
+        assert res.mse[r] <= np.mean(sol.fun ** 2) * (1 + 1e-10)
+        np.testing.assert_allclose(res.theta[r], sol.x, rtol=1e-5, atol=1e-6)
+
+
+def test_deterministic_and_diagnostics():
+    G, spec, x, y, th0 = _problem(k=3, init="split")
+    a = est.fit(x, y, th0, spec=spec, max_iter=50)
+    b = est.fit(x, y, th0, spec=spec, max_iter=50)
+    np.testing.assert_array_equal(a.theta, b.theta)
+    assert a.iterations.max() <= 50 and a.grad_norm.shape == (3,)
+    np.testing.assert_array_equal(a.failed, ~a.converged)
+
+
+def test_failures_flagged_not_dropped():
+    G, spec, x, y, th0 = _problem(k=3, init="split", R=2)
+    res = est.fit(x, y, th0, spec=spec, max_iter=1, rtol=1e-30)
+    assert res.theta.shape[0] == 2 and res.failed.all()
+
+
+def test_random_multistart_keeps_best():
+    G, spec, x, y, _ = _problem(R=2)
+    th0 = est.initial_thetas(jax.random.key(3), G, spec, est.InitConfig("random", starts=3), 2)
+    assert th0.shape == (2, 3, spec.num_params)
+    best = est.fit_with_init(x, y, th0, spec=spec, max_iter=30)
+    each = est.fit(np.repeat(x, 3, 0), np.repeat(y, 3, 0), th0.reshape(6, -1), spec=spec,
+                   max_iter=30)
+    np.testing.assert_allclose(best.mse, np.nanmin(each.mse.reshape(2, 3), 1))
+
+
+def test_split_init_equal_weights_and_not_at_truth():
+    G = moe.default_truth("silu")
+    spec = est.make_spec(expert="silu", k=3, D=1)
+    th0 = est.initial_thetas(jax.random.key(0), G, spec, est.InitConfig("split", 0.1), 4)
+    truth = np.asarray(est.pack(G, est.make_spec(expert="silu", k=2, D=1)))
+    for t in th0:
+        Gi = est.unpack(jnp.asarray(t), spec)
+        assert float(Gi.beta0[0]) == pytest.approx(float(Gi.beta0[1]))
+        assert float(Gi.beta0[0]) == pytest.approx(0.5 - np.log(2))
+        om = np.concatenate([np.asarray(Gi.beta1[:2]), np.asarray(Gi.expert[:2])], 1)
+        np.testing.assert_allclose(om.mean(0), [5.0, 4.0, -2.0], atol=1e-12)  # symmetric split
+        assert np.linalg.norm(om[0] - om[1]) > 0
+    near = est.initial_thetas(jax.random.key(0), G, est.make_spec(expert="silu", k=2, D=1),
+                              est.InitConfig("near", 0.1), 4)
+    assert np.all(np.abs(near - truth).max(1) > 0)
+
+
+def test_bad_input():
+    G, spec, x, y, th0 = _problem(R=2)
+    with pytest.raises(ValueError, match="x must have shape"):
+        est.fit(x[..., [0, 0]], y, th0, spec=spec)
+    with pytest.raises(ValueError, match="y must"):
+        est.fit(x, y[:, :-1], th0, spec=spec)
+    with pytest.raises(ValueError, match="theta0"):
+        est.fit(x, y, th0[:, :-1], spec=spec)
+    with pytest.raises(ValueError, match="y must contain only finite"):
+        est.fit(x, np.where(y > 0.5, np.nan, y), th0, spec=spec)
+    with pytest.raises(ValueError, match="k_fit must be >= k_true"):
+        est.initial_thetas(jax.random.key(0), G, est.make_spec(expert="sigmoid", k=1, D=1),
+                           est.InitConfig("random"), 2)
+    with pytest.raises(ValueError, match="init"):
+        est.InitConfig("zero").validate()
+    with pytest.raises(ValueError, match="near"):
+        est.initial_thetas(jax.random.key(0), G, est.make_spec(expert="sigmoid", k=3, D=1),
+                           est.InitConfig("near"), 2)
+    with pytest.raises(ValueError, match="expert"):
+        est.make_spec(expert="relu", k=2, D=1)
+    with pytest.raises(ValueError, match="k must"):
+        est.make_spec(expert="linear", k=0, D=1)
+
+
+SHARD_SCRIPT = textwrap.dedent("""
+    import json, jax, numpy as np
+    from gated_hmoe import data, estimators as est, moe
+    assert len(jax.devices()) == 2, jax.devices()
+    G = moe.default_truth("sigmoid")
+    spec = est.make_spec(expert="sigmoid", k=2, D=1)
+    x, y = data.sample_batch(jax.random.split(jax.random.key(0), 3), G, n=200,
+                             noise_var=1e-4, expert="sigmoid")
+    th0 = est.initial_thetas(jax.random.key(1), G, spec, est.InitConfig("near", 0.1), 3)
+    out = {}
+    for d in (1, 2):
+        r = est.fit(np.asarray(x), np.asarray(y), th0, spec=spec, devices=d)
+        out[d] = r.theta.tolist()
+    print(json.dumps(out))
+""")
+
+
+def test_sharded_over_two_cpu_devices():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", SHARD_SCRIPT], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(out["1"], out["2"], rtol=1e-9, atol=1e-11)

@@ -1,0 +1,104 @@
+"""Rate experiments: CLI run, cache/resume, slope signs, valley and modulus, bad input."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from gated_hmoe import cli, experiments as ex, moe
+
+
+def _numbers(path):
+    d = json.load(open(path))
+    for p in d["points"]:
+        p.pop("seconds")
+    d.pop("seconds")
+    return d["points"], d["slopes"]
+
+
+def test_cli_reduced_run_and_resume(tmp_path, capsys):
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    argv = ["rates", "--expert", "sigmoid", "--k-true", "2", "--k-fit", "2", "--init", "near",
+            "--n-min", "100", "--n-max", "400", "--points", "3", "--replicates", "3",
+            "--seed", "1", "--cache-dir", str(cache), "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    res = json.load(open(out / "results.json"))
+    assert (out / "rates.png").exists()
+    assert res["grid"]["n"] == [100, 200, 400]
+    assert res["config"]["init"] == "near" and res["init"]["spread"] == 0.1
+    assert {"jax", "numpy", "gated_hmoe"} <= set(res["versions"])
+    for p in res["points"]:
+        for r in p["replicates"]:
+            assert math.isfinite(r["d1"]) and math.isfinite(r["worst_singleton"])
+            assert {"iterations", "grad_norm", "excess_loss", "converged", "failed"} <= set(r)
+    assert "d1" in res["slopes"] and "worst_overfitted" not in res["slopes"]
+    first = _numbers(out / "results.json")
+    # interrupt: drop one finished point, rerun -> recomputed, identical numbers
+    folder = cache / "rates" / res["cache_key"]
+    pts = sorted(folder.glob("point_*.json"))
+    assert len(pts) == 3
+    pts[1].unlink()
+    assert cli.main(argv) == 0
+    assert _numbers(out / "results.json") == first
+    assert len(list(folder.glob("*.tmp"))) == 0
+
+
+def test_noise_sweep_overfitted_slower_than_singletons(tmp_path):
+    cfg = ex.SweepConfig(expert="silu", k_true=2, k_fit=3, sweep="noise", n=200,
+                         noise_min=1e-14, noise_max=1e-6, points=5, replicates=6,
+                         init="split", spread=0.1, seed=0, fit_min=1e8)
+    res = ex.run_sweep(cfg, cache_dir=tmp_path, progress=False)
+    s = res.slopes
+    assert s["d1"].slope < 0 and s["worst_singleton"].slope < 0
+    assert s["worst_overfitted"].slope < 0
+    assert s["worst_overfitted"].slope > s["worst_singleton"].slope  # over-fitted atoms slower
+    again = ex.run_sweep(cfg, cache_dir=tmp_path, progress=False)
+    assert again.points == res.points
+
+
+@pytest.mark.parametrize("expert", ["linear", "glu"])
+def test_valley_is_exact(expert):
+    G = moe.default_truth(expert)
+    x = np.linspace(-1, 1, 201)[:, None]
+    for t in (0.3, 2.0):
+        Gt = ex.valley_measure(t, expert=expert, p=0.3)
+        diff = np.asarray(moe.mean(Gt, x, expert=expert)) - np.asarray(moe.mean(G, x, expert=expert))
+        assert np.max(np.abs(diff)) <= 1e-12
+
+
+@pytest.mark.parametrize("expert", ["sigmoid", "silu"])
+def test_valley_not_exact_for_ridge(expert):
+    G = moe.default_truth(expert)
+    x = np.linspace(-1, 1, 201)[:, None]
+    Gt = ex.valley_measure(1.0, expert=expert)
+    diff = np.asarray(moe.mean(Gt, x, expert=expert)) - np.asarray(moe.mean(G, x, expert=expert))
+    assert np.max(np.abs(diff)) > 1e-4
+
+
+def test_modulus_linear_zero_ridge_quartic():
+    assert ex.modulus(0.2, expert="linear", starts=0) < 1e-28
+    m = [ex.modulus(d, expert="silu", starts=0) for d in (0.1, 0.2)]
+    assert 3.5 < math.log(m[1] / m[0]) / math.log(2) < 4.5
+    assert 1e-7 < m[0] / 0.1 ** 4 < 1e-6
+
+
+def test_bad_input_exits_2(tmp_path, capsys):
+    base = ["rates", "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]
+    bad = [["--n-min", "0"], ["--k-fit", "1"], ["--expert", "relu"], ["--gate", "cubic"],
+           ["--init", "zero"], ["--k-fit", "3", "--init", "near"], ["--noise", "nan"],
+           ["--sweep", "noise", "--noise-min", "-1"], ["--replicates", "0"]]
+    true = tmp_path / "true.json"
+    true.write_text(json.dumps({"beta0": [0.5, 0], "beta1": [[5.0], [0.0]],
+                                "expert": [[4.0, -2.0, 1.0], [5.0, 2.0]]}))
+    bad.append(["--true", str(true)])
+    bad.append(["--true", str(tmp_path / "missing.json")])
+    for extra in bad:
+        capsys.readouterr()
+        assert cli.main(base + extra) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:"), (extra, err)
+    with pytest.raises(TypeError, match="config"):
+        ex.run_sweep({"expert": "linear"})
+    assert not os.path.exists(tmp_path / "o")
