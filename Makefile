@@ -9,7 +9,6 @@ STAMP  := $(VENV)/.installed
 # Heavy sweeps are cached on disk, keyed by configuration (gated_hmoe.experiments).
 export GATED_HMOE_CACHE ?= $(CURDIR)/.cache/gated_hmoe
 export JAX_PLATFORMS ?= cpu
-export MPLBACKEND ?= Agg
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
 .PHONY: book test unit nbval book-strict execute clean help
