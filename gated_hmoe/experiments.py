@@ -26,9 +26,7 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gated_hmoe import __version__, checks, data, estimators, moe, rates, voronoi
+from gated_hmoe import __version__, cache, checks, data, estimators, moe, rates, voronoi
 
 SWEEPS: tuple[str, ...] = ("n", "noise")
 #: Lower end of the slope fit for the noise sweep (SPEC §5: slopes over [5.6e10, 1e17]).
@@ -173,9 +171,8 @@ class SweepConfig:
 
 
 def default_cache_dir() -> Path:
-    """``$GATED_HMOE_CACHE`` if set, else ``~/.cache/gated_hmoe``."""
-    env = os.environ.get("GATED_HMOE_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "gated_hmoe"
+    """``$GATED_HMOE_CACHE`` if set, else ``~/.cache/gated_hmoe`` (see :mod:`gated_hmoe.cache`)."""
+    return cache.cache_root()
 
 
 def versions() -> dict:
@@ -188,16 +185,7 @@ def versions() -> dict:
 
 
 def _atomic_write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    cache.write_json_atomic(path, obj, indent=1)
 
 
 # ------------------------------------------------------------------ one grid point

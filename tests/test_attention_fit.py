@@ -1,0 +1,147 @@
+"""Tests for gated_hmoe.attention_fit: the layers against dense loops, the exact-fit valley,
+Voronoi leaf losses, the split initialisation, the batched fit and the sweep cache."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from gated_hmoe import attention_fit as af
+
+
+def _sig(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _reference(p, x, position):
+    """Dense loop over heads, query and key tokens (independent of attention.py)."""
+    N, d = x.shape
+    H = p["wk"].shape[0]
+    out = np.zeros(N)
+    for h in range(H):
+        wk = p["wk"][h]
+        for i in range(N):
+            q = x[i].copy()
+            if position == "G4":
+                q = q * _sig(x[i] @ p["wg"][h])
+            scores = []
+            for j in range(N):
+                k = x[j] @ wk
+                if position == "G3":
+                    k = k * _sig(x[j] @ p["wg"][h])
+                scores.append(q @ k / math.sqrt(d))
+            pi = np.exp(scores - np.max(scores))
+            pi /= pi.sum()
+            for j in range(N):
+                if position == "ridge":
+                    z = x[j] @ p["wv"][h] + p["b"][h]
+                    leaf = p["wo"][h] * z * _sig(z)
+                else:
+                    leaf = x[j] @ p["wv"][h]
+                    if position == "G1":
+                        leaf *= _sig(x[i] @ p["t"][h])
+                    if position == "G2":
+                        leaf *= _sig(x[j] @ p["t"][h])
+                out[i] += pi[j] * leaf
+    if position == "G5":
+        out = out * _sig(x @ p["g5"])
+    return out[:, None]
+
+
+@pytest.mark.parametrize("position", af.POSITIONS)
+def test_layer_matches_dense_loop(position):
+    rng = np.random.default_rng(3)
+    p = af.split_init(position, teacher_heads=2, student_heads=3, spread=0.3, rng=rng)
+    for s in range(3):
+        x = rng.uniform(-1, 1, (2, 2))
+        got = np.asarray(af.layer_output({k: jnp.asarray(v) for k, v in p.items()},
+                                         jnp.asarray(x), position))
+        np.testing.assert_allclose(got, _reference(p, x, position), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("position", af.POSITIONS)
+def test_exact_fit_valley(position):
+    x, _ = af.sample(jax.random.key(0), n=200)
+    t = af.teacher_params(position, 1)
+    gaps = [af.max_output_gap(af.valley_student(position, p, u=u), t, position, x)
+            for p in (0.2, 0.5, 0.9) for u in (None, np.array([0.4, -0.3]))]
+    if af.LEAF_CLASS[position] in ("linear", "GLU"):
+        assert max(gaps) <= 1e-12
+    else:  # ridge: the value map sits inside the activation
+        assert min(gaps) > 1e-3
+
+
+def test_valley_student_has_nonzero_leaf_error_but_zero_V():
+    t = af.teacher_params("MHSA", 1)
+    s = af.valley_student("MHSA", 0.5, u=np.array([0.4, -0.3]))
+    L = af.leaf_losses(s, t, "MHSA")
+    assert L["cells"] == [0, 0]
+    assert L["worst_overfitted"] > 0.1
+    assert L["V"] <= 1e-12
+    # a deliberately wrong student (value maps that do not add up) has V > 0
+    s["wv"][1] += 0.2
+    assert af.leaf_losses(s, t, "MHSA")["V"] > 0.1
+
+
+def test_leaf_losses_singleton_and_overfitted_cells():
+    t = af.teacher_params("ridge", 2)
+    s = af.split_init("ridge", teacher_heads=2, student_heads=3, spread=0.05,
+                      rng=np.random.default_rng(0))
+    L = af.leaf_losses(s, t, "ridge")
+    assert L["cells"] == [0, 0, 1]
+    assert 0 < L["worst_singleton"] < 0.5 and 0 < L["worst_overfitted"] < 0.5
+    assert not math.isnan(L["V"])
+
+
+@pytest.mark.parametrize("position", ["MHSA", "ridge", "G3"])
+def test_split_init_is_declared_and_not_at_truth(position):
+    t = af.teacher_params(position, 1)
+    s = af.split_init(position, teacher_heads=1, student_heads=2, spread=0.1,
+                      rng=np.random.default_rng(1))
+    share = "wo" if position == "ridge" else "wv"
+    np.testing.assert_allclose(s[share].sum(0), t[share][0], atol=1e-12)   # weight shared
+    A = af.head_atoms(s, position)["atom"]
+    T = af.head_atoms(t, position)["atom"]
+    assert np.all(np.linalg.norm(A - T, axis=1) > 1e-3)                     # never at the truth
+
+
+def test_fit_recovers_exact_specified_layer():
+    t = af.teacher_params("G2", 1)
+    rng = np.random.default_rng(0)
+    start = {k: v + 0.05 * rng.standard_normal(v.shape) for k, v in t.items()}
+    th0, unravel = ravel_pytree({k: jnp.asarray(v) for k, v in start.items()})
+    x, _ = af.sample(jax.random.key(2), n=150)
+    y = af.batched_output({k: jnp.asarray(v) for k, v in t.items()}, x, "G2")
+    out = af.fit_students(x[None], y[None], np.asarray(th0)[None], unravel=unravel,
+                          position="G2", max_iter=200)
+    assert out["converged"][0]
+    truth = np.asarray(ravel_pytree({k: jnp.asarray(v) for k, v in t.items()})[0])
+    np.testing.assert_allclose(out["theta"][0], truth, atol=1e-6)
+
+
+def test_sweep_is_cached_and_counts_failures(tmp_path):
+    cfg = af.FitSweepConfig(position="MHSA", n=40, log10_x_min=10.0, log10_x_max=12.0,
+                            points=2, replicates=2, max_iter=30)
+    r1 = af.run_sweep(cfg, cache_dir=tmp_path)
+    files = list((tmp_path / "attention_fit").glob("MHSA-*.json"))
+    assert len(files) == 1
+    r2 = af.run_sweep(cfg, cache_dir=tmp_path)
+    np.testing.assert_array_equal(r1.losses("V"), r2.losses("V"))
+    assert r1.failures() == sum(not q["converged"] for p in r1.points for q in p["replicates"])
+    L = r1.losses("worst_overfitted")
+    conv = np.array([[q["converged"] for q in p["replicates"]] for p in r1.points])
+    assert np.all(np.isinf(L[~conv]))
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="position"):
+        af.teacher_params("G7")
+    with pytest.raises(ValueError, match="student_heads"):
+        af.FitSweepConfig(teacher_heads=2, student_heads=2).validate()
+    with pytest.raises(ValueError, match="spread"):
+        af.FitSweepConfig(spread=-1.0).validate()
+    with pytest.raises(TypeError, match="config"):
+        af.run_sweep({"position": "MHSA"})
