@@ -39,10 +39,10 @@ book-strict: book
 test: unit nbval book-strict
 
 # Maintainers: re-execute every chapter in place (stored outputs are what nbval compares).
-# Stored widget state is dropped (it is large and nbval ignores widget cells).
+# Stored widget state is dropped and figures re-encoded small (scripts/tidy_notebooks.py).
 execute: $(STAMP)
 	$(BIN)/jupyter-execute --inplace --timeout=1800 chapters/*.ipynb
-	$(BIN)/python -c "import json, sys; [json.dump({**nb, 'metadata': {k: v for k, v in nb['metadata'].items() if k != 'widgets'}}, open(p, 'w'), indent=1, ensure_ascii=False) for p in sys.argv[1:] for nb in [json.load(open(p))]]" chapters/*.ipynb
+	$(BIN)/python scripts/tidy_notebooks.py chapters/*.ipynb
 
 clean:
 	rm -rf _build .pytest_cache

@@ -1,0 +1,128 @@
+"""The rate chapter's experiment set: configs, modulus, valley, overlap, figures, widget inputs."""
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+
+from gated_hmoe import experiments
+from gated_hmoe import rates_book as rb
+
+
+def _fake_result(config, slope_by_metric, failures=0, seed=0):
+    """A SweepResult whose losses follow known power laws in n/nu (with lognormal scatter)."""
+    rng = np.random.default_rng(seed)
+    points = []
+    for i, (n, nu) in enumerate(config.grid()):
+        x = n / nu
+        reps = []
+        for r in range(config.replicates):
+            rep = {m: float(x ** b * math.exp(0.05 * rng.standard_normal()))
+                   for m, b in slope_by_metric.items()}
+            for m in experiments.METRICS:
+                rep.setdefault(m, 1.0)
+            rep["excess_loss"] = -5.0
+            reps.append(rep)
+        points.append({"n": n, "noise": nu, "x": x, "seconds": 0.0,
+                       "failures": failures if i == 0 else 0, "replicates": reps})
+    return experiments.SweepResult(config, points, experiments.compute_slopes(config, points),
+                                   0.0, {})
+
+
+def test_noise_configs_follow_the_protocol():
+    cfgs = rb.noise_sweep_configs()
+    assert set(cfgs) == set(rb.NOISE_CELLS)
+    for (expert, spread), c in cfgs.items():
+        assert c.sweep == "noise" and c.n == 1000 and c.k_true == 2 and c.k_fit == 3
+        assert c.init == "split" and c.spread == spread and c.replicates >= 12
+        x = np.array([n / nu for n, nu in c.grid()])
+        assert x[0] == pytest.approx(1e7) and x[-1] == pytest.approx(1e17)
+        lo, _ = c.slope_range()
+        assert lo == pytest.approx(5.6e10, rel=1e-3)
+        assert np.sum(x >= lo * (1 - 1e-9)) == 6          # 10^10.75 is a grid point
+        assert np.any(np.isclose(x, 10 ** 10.75))
+    with pytest.raises(ValueError, match="replicates must be >= 12"):
+        rb.noise_sweep_configs(replicates=8)
+
+
+def test_n_configs_declare_their_start():
+    cfgs = rb.n_sweep_configs()
+    assert set(cfgs) == {(e, k) for e in rb.CLASSES for k in (2, 3)}
+    for (e, k), c in cfgs.items():
+        assert c.init == ("near" if k == 2 else "split") and c.k_fit == k
+        assert c.grid()[-1][0] == 30_000 and c.grid()[0][0] == 1000
+    with pytest.raises(ValueError, match="n_max"):
+        rb.n_sweep_configs(n_max=10)
+
+
+def test_modulus_curve_matches_library_modulus():
+    # independent reference: the library's own (re-tracing) implementation
+    cv = rb.modulus_curve("sigmoid", np.array([0.2]), starts=0)
+    ref = experiments.modulus(0.2, expert="sigmoid", starts=0)
+    assert cv.m[0] == pytest.approx(ref, rel=1e-6)
+    assert math.isnan(cv.exponent)                          # one point: no slope fitted
+    with pytest.raises(ValueError, match="deltas must be positive"):
+        rb.modulus_curve("silu", np.array([-0.1, 0.1]))
+    with pytest.raises(ValueError, match="expert"):
+        rb.modulus_curve("glu", np.array([0.1]))
+
+
+def test_valley_profile_linear_flat_ridge_quartic():
+    ts = np.logspace(-3, -1, 3)
+    lin = rb.valley_profile("linear", ts)
+    assert np.all(lin["along"] < 1e-28)
+    assert np.polyfit(np.log(ts), np.log(lin["across"]), 1)[0] == pytest.approx(2, abs=0.05)
+    sig = rb.valley_profile("sigmoid", ts)
+    assert np.polyfit(np.log(ts), np.log(sig["along"]), 1)[0] == pytest.approx(4, abs=0.05)
+    # a wrong claim must fail: sigmoid's valley is not flat
+    assert not np.all(sig["along"] < 1e-28)
+
+
+def test_slope_rows_plateau_and_overlap():
+    noise_cfg = rb.noise_sweep_configs()[("silu", 0.1)]
+    res = _fake_result(noise_cfg, {"worst_overfitted": -0.25, "d1": -0.5, "V": -0.5}, failures=3)
+    row = rb.slope_rows({("silu", 0.1): res})[0]
+    assert row["failures"] == (3, 9 * 12)
+    assert row["worst_overfitted"][0] == pytest.approx(-0.25, abs=0.02)
+    assert rb.format_slope(row["d1"]).startswith("-0.5")
+    assert rb.format_slope(None) == "-"
+    flat = _fake_result(noise_cfg, {"worst_overfitted": 0.0})
+    assert rb.plateau(flat) == pytest.approx(1.0, rel=0.05)
+    n_cfg = rb.n_sweep_configs()[("silu", 3)]
+    n_res = _fake_result(n_cfg, {"worst_overfitted": -0.25})
+    ov = rb.sweep_overlap(n_res, res, "worst_overfitted")
+    assert ov["max_log10_ratio"] < 0.05 and len(ov["x"]) == 4
+    shifted = _fake_result(n_cfg, {"worst_overfitted": -0.25 + 0.2})   # a different law
+    assert rb.sweep_overlap(shifted, res, "worst_overfitted")["max_log10_ratio"] > 0.5
+
+
+def test_rate_panel_shows_failures():
+    cfg = rb.noise_sweep_configs()[("linear", 0.1)]
+    res = _fake_result(cfg, {"worst_overfitted": 0.0, "d1": 0.0, "V": -0.5}, failures=2)
+    fig, ax = rb.rate_panel(res)
+    assert "2 of 108" in ax.get_legend().get_title().get_text()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("[" in lab for lab in labels)                 # slopes carry their intervals
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_live_fit_validates_before_fitting():
+    with pytest.raises(ValueError, match="n must be <= 1000"):
+        rb.live_fit(expert="silu", k=3, n=5000, noise=1e-6, spread=0.1)
+    with pytest.raises(ValueError, match="k must be 2 or 3"):
+        rb.live_fit(expert="silu", k=4, n=100, noise=1e-6, spread=0.1)
+    with pytest.raises(ValueError, match="noise"):
+        rb.live_fit(expert="silu", k=2, n=100, noise=-1.0, spread=0.1)
+    with pytest.raises(ValueError, match="expert"):
+        rb.live_fit(expert="cubic", k=2, n=100, noise=1e-6, spread=0.1)
+
+
+def test_live_fit_small():
+    out = rb.live_fit(expert="sigmoid", k=2, n=200, noise=1e-8, spread=0.05, replicates=2)
+    assert len(out["measures"]) == 2 and out["x"].shape == (200,)
+    assert all(loss["d1"] < 0.05 for loss in out["losses"])
