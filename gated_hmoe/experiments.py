@@ -23,7 +23,6 @@ Command line: ``python -m gated_hmoe rates --help``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import platform
@@ -39,6 +38,9 @@ from gated_hmoe import __version__, cache, checks, data, estimators, moe, rates,
 SWEEPS: tuple[str, ...] = ("n", "noise")
 #: Lower end of the slope fit for the noise sweep (SPEC §5: slopes over [5.6e10, 1e17]).
 NOISE_FIT_MIN: float = 5.6e10
+#: Config fields that only choose the slope range: they do not change a fit, so they are
+#: not part of the cache key (a new range re-uses the cached grid points).
+SLOPE_ONLY_FIELDS: tuple[str, ...] = ("fit_min", "fit_max")
 #: Losses for which slopes are reported (when defined for the configuration).
 METRICS: tuple[str, ...] = ("d1", "d2", "worst_singleton", "worst_overfitted", "V")
 
@@ -148,9 +150,9 @@ class SweepConfig:
         return dataclasses.asdict(self)
 
     def key(self) -> str:
-        """Hex hash of the configuration (the cache key)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+        """Hex hash of everything that determines the fits (the cache key)."""
+        fits = {k: v for k, v in self.to_dict().items() if k not in SLOPE_ONLY_FIELDS}
+        return cache.config_key(fits)
 
     # -------------------------------------------------------------- grid
     def grid(self) -> list[tuple[int, float]]:

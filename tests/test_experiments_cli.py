@@ -102,3 +102,13 @@ def test_bad_input_exits_2(tmp_path, capsys):
     with pytest.raises(TypeError, match="config"):
         ex.run_sweep({"expert": "linear"})
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_slope_range_is_not_part_of_the_cache_key():
+    """Changing only the slope range re-uses the cached fits; changing a fit setting does not."""
+    from gated_hmoe.experiments import SweepConfig
+
+    base = SweepConfig()
+    assert SweepConfig(fit_min=1e3, fit_max=1e5).key() == base.key()
+    assert SweepConfig(replicates=base.replicates + 1).key() != base.key()
+    assert SweepConfig(spread=0.3, init="near").key() != base.key()
