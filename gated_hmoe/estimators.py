@@ -25,7 +25,6 @@ strategy starts at the truth.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import NamedTuple
 
@@ -121,13 +120,101 @@ def _mean(theta, x, spec):
 
 
 # ------------------------------------------------------------------ Levenberg-Marquardt
+#
+# The loop works on all replicates at once in a *planar* layout: data ``xt: (R, D, n)`` and
+# ``y: (R, n)`` with the sample axis last, so every elementwise expression (gate logits,
+# softmax, experts) vectorises over samples. The normal equations are accumulated over chunks
+# of at most ``_CHUNK`` samples (``jax.lax.scan``) so that each chunk's Jacobian stays in
+# cache; padded samples carry weight 0. Measured on 2 CPU cores (sigmoid, k = 3, D = 1,
+# n = 3e4, 16 replicates): 2.7 ms per fit and iteration for the earlier ``vmap`` over a
+# per-replicate loop with ``(n, p)`` Jacobians, 1.2-1.6 ms for this layout (chunks of 2048
+# were fastest among 512-32768; the whole sample at once took 6.7 ms).
+
+_CHUNK = 2048
+
+
+def _planar_gate_features(gate: str, xt: Array) -> Array:
+    """``phi: (R, F, c)`` for ``xt: (R, D, c)`` (same order as :func:`moe.gate_features`)."""
+    R, D, c = xt.shape
+    ones = jnp.ones((R, 1, c), xt.dtype)
+    if gate == "linear":
+        return jnp.concatenate([ones, xt], 1)
+    xx = (xt[:, :, None, :] * xt[:, None, :, :]).reshape(R, D * D, c)
+    if gate == "quadratic-monomial":
+        return jnp.concatenate([ones, xx], 1)
+    return jnp.concatenate([ones, xt, xx], 1)
+
+
+def _planar_experts(expert: str, eta: Array, xt: Array) -> tuple[Array, Array]:
+    """``h: (R, k, c)`` and ``dh/deta: (R, k, P, c)`` for ``eta: (R, k, P)``, ``xt: (R, D, c)``."""
+    R, D, c = xt.shape
+    xb = jnp.concatenate([xt, jnp.ones((R, 1, c), xt.dtype)], 1)[:, None]     # (R, 1, D+1, c)
+
+    def affine(w):                                                            # w: (R, k, D+1)
+        return jnp.sum(w[..., None] * xb, axis=2)                             # (R, k, c)
+
+    if expert == "glu":
+        g = jax.nn.sigmoid(affine(eta[:, :, : D + 1]))
+        v = affine(eta[:, :, D + 1:])
+        dh = jnp.concatenate([(g * (1.0 - g) * v)[:, :, None] * xb, g[:, :, None] * xb], 2)
+        return g * v, dh
+    u = affine(eta)
+    if expert == "linear":
+        return u, jnp.broadcast_to(xb, u.shape[:2] + xb.shape[2:])
+    if expert == "sigmoid":
+        h = jax.nn.sigmoid(u)
+        d = h * (1.0 - h)
+    else:  # silu
+        s = jax.nn.sigmoid(u)
+        h, d = u * s, s * (1.0 + u * (1.0 - s))
+    return h, d[:, :, None] * xb
+
+
+def planar_mean_and_jacobian(theta: Array, xt: Array, spec: ModelSpec) -> tuple[Array, Array]:
+    """Batched :func:`mean_and_jacobian`: ``theta: (R, p)``, ``xt: (R, D, c)`` (samples last)
+    -> ``f: (R, c)`` and ``J: (R, p, c)``. Unchecked, traceable."""
+    k, F, P = spec.k, spec.F, spec.P
+    R, c = theta.shape[0], xt.shape[-1]
+    phi = _planar_gate_features(spec.gate, xt)                                # (R, F, c)
+    tg = theta[:, : (k - 1) * F].reshape(R, k - 1, F)
+    eta = theta[:, (k - 1) * F:].reshape(R, k, P)
+    z = jnp.sum(tg[..., None] * phi[:, None], axis=2)                        # (R, k-1, c)
+    z = jnp.concatenate([z, jnp.zeros((R, 1, c), xt.dtype)], 1)
+    pi = jax.nn.softmax(z, axis=1)                                            # (R, k, c)
+    h, dh = _planar_experts(spec.expert, eta, xt)
+    f = jnp.sum(pi * h, 1)
+    jg = ((pi * (h - f[:, None]))[:, : k - 1, None] * phi[:, None]).reshape(R, (k - 1) * F, c)
+    je = (pi[:, :, None] * dh).reshape(R, k * P, c)
+    return f, jnp.concatenate([jg, je], 1)
+
+
+def _chunks(a: Array, m: int, c: int) -> Array:
+    """``(R, ..., m*c) -> (m, R, ..., c)``: the sample axis cut into ``m`` chunks."""
+    return jnp.moveaxis(a.reshape(a.shape[:-1] + (m, c)), -2, 0)
+
+
+def _normal_equations(theta: Array, data, spec: ModelSpec):
+    """``SSR: (R,)``, ``J^T r: (R, p)``, ``J^T J: (R, p, p)`` summed over the data chunks."""
+    xs, ys, ws = data                                   # (m, R, D, c), (m, R, c), (m, R, c)
+    R, p = theta.shape
+
+    def chunk(acc, xyw):
+        xc, yc, wc = xyw
+        f, J = planar_mean_and_jacobian(theta, xc, spec)
+        r = (yc - f) * wc
+        Ja = jnp.concatenate([J * wc[:, None], r[:, None]], 1)                    # (R, p+1, c)
+        return acc + jnp.einsum("rpc,rqc->rpq", Ja, Ja), None
+
+    A = jax.lax.scan(chunk, jnp.zeros((R, p + 1, p + 1), theta.dtype), (xs, ys, ws))[0]
+    return A[:, p, p], A[:, :p, p], A[:, :p, :p]
+
 
 class FitState(NamedTuple):
-    theta: Array
-    ssr: Array
-    grad: Array      # J^T r (minus half the gradient of the SSR)
-    hess: Array      # J^T J
-    diag: Array      # running max of diag(J^T J) (Marquardt scaling)
+    theta: Array     # (R, p)
+    ssr: Array       # (R,)
+    grad: Array      # J^T r (minus half the gradient of the SSR), (R, p)
+    hess: Array      # J^T J, (R, p, p)
+    diag: Array      # running max of diag(J^T J) (Marquardt scaling), (R, p)
     lam: Array
     nu: Array
     it: Array
@@ -135,73 +222,76 @@ class FitState(NamedTuple):
     done: Array
 
 
-def _decrement(grad, hess):
-    """Gauss-Newton decrement g^T H^+ g with a tiny ridge (rank-deficient H allowed)."""
-    scale = jnp.maximum(jnp.max(jnp.diag(hess)), 1e-300)
-    A = hess + 1e-13 * scale * jnp.eye(hess.shape[0], dtype=hess.dtype)
+def _solve(A: Array, b: Array) -> Array:
+    """``A^{-1} b`` for symmetric positive definite ``A: (R, p, p)``, ``b: (R, p)``."""
     c, low = jax.scipy.linalg.cho_factor(A)
-    return jnp.maximum(grad @ jax.scipy.linalg.cho_solve((c, low), grad), 0.0)
+    return jax.scipy.linalg.cho_solve((c, low), b[..., None])[..., 0]
 
 
-def _lm_single(theta0, x, y, max_iter, rtol, spec: ModelSpec, geodesic: bool = False):
-    def _jt(theta, v):  # J^T v without forming J: a VJP of the mean
-        return jax.vjp(lambda u: _mean(u, x, spec), theta)[1](v)[0]
+def _decrement(grad: Array, hess: Array) -> Array:
+    """Gauss-Newton decrement ``g^T H^+ g`` with a tiny ridge (rank-deficient H allowed)."""
+    p = hess.shape[-1]
+    scale = jnp.maximum(jnp.max(jnp.diagonal(hess, axis1=1, axis2=2), axis=1), 1e-300)
+    A = hess + 1e-13 * scale[:, None, None] * jnp.eye(p, dtype=hess.dtype)
+    return jnp.maximum(jnp.sum(grad * _solve(A, grad), -1), 0.0)
+
+
+def _lm(theta0, xt, y, w, n, max_iter, rtol, spec: ModelSpec, chunk: int):
+    """Batched Levenberg-Marquardt: ``theta0: (R, p)``, ``xt: (R, D, N)``, ``y, w: (R, N)``
+    (``N`` a multiple of ``chunk``; ``w`` 1 on the ``n`` real samples, 0 on padding)."""
+    m = xt.shape[-1] // chunk
+    data = (_chunks(xt, m, chunk), _chunks(y, m, chunk), _chunks(w, m, chunk))
 
     def evaluate(theta):
-        f, J = mean_and_jacobian(theta, x, spec)
-        r = y - f
-        return r @ r, J.T @ r, J.T @ J
+        return _normal_equations(theta, data, spec)
 
-    ssr, g, H = evaluate(theta0)
-    dg = jnp.diag(H)
-    dtype = theta0.dtype
-    state = FitState(theta0, ssr, g, H, dg, jnp.asarray(1e-3, dtype), jnp.asarray(2.0, dtype),
-                     jnp.asarray(0), jnp.asarray(1), jnp.asarray(False))
+    def bcast(mask, a):
+        return mask.reshape(mask.shape + (1,) * (a.ndim - 1))
 
     def converged(s):
-        n = y.shape[0]
         return (_decrement(s.grad, s.hess) <= rtol * s.ssr / n) | (s.ssr <= 1e-26 * n)
 
+    R, p = theta0.shape
+    dtype = theta0.dtype
+    ssr, g, H = evaluate(theta0)
+    state = FitState(theta0, ssr, g, H, jnp.diagonal(H, axis1=1, axis2=2),
+                     jnp.full((R,), 1e-3, dtype), jnp.full((R,), 2.0, dtype),
+                     jnp.zeros((R,), jnp.int32), jnp.ones((R,), jnp.int32), jnp.zeros((R,), bool))
+    state = state._replace(done=converged(state))
+
     def cond(s):
-        return (~s.done) & (s.it < max_iter)
+        return jnp.any(~s.done & (s.it < max_iter))
 
     def body(s):
+        active = ~s.done & (s.it < max_iter)
         D = jnp.maximum(s.diag, 1e-300)
-        A = s.hess + s.lam * jnp.diag(D)
-        c, low = jax.scipy.linalg.cho_factor(A)
-        delta = jax.scipy.linalg.cho_solve((c, low), s.grad)
-        if geodesic:
-            # geodesic acceleration (Transtrum & Sethna): second-order correction along delta
-            fvv = jax.jvp(lambda th: jax.jvp(lambda u: _mean(u, x, spec), (th,), (delta,))[1],
-                          (s.theta,), (delta,))[1]
-            acc = -0.5 * jax.scipy.linalg.cho_solve((c, low), _jt(s.theta, fvv))
-            ratio = 2.0 * jnp.linalg.norm(acc) / jnp.maximum(jnp.linalg.norm(delta), 1e-300)
-            delta = delta + jnp.where(ratio <= 0.75, acc, 0.0)
+        A = s.hess + s.lam[:, None, None] * (D[:, :, None] * jnp.eye(p, dtype=dtype))
+        delta = _solve(A, s.grad)
         theta_new = s.theta + delta
         ssr_new, g_new, H_new = evaluate(theta_new)
-        pred = 2.0 * delta @ s.grad - delta @ s.hess @ delta
+        pred = 2.0 * jnp.sum(delta * s.grad, -1) - jnp.einsum("rp,rpq,rq->r", delta, s.hess, delta)
         rho = (s.ssr - ssr_new) / jnp.where(pred > 0, pred, 1e-300)
-        ok = jnp.isfinite(ssr_new) & (ssr_new < s.ssr) & jnp.all(jnp.isfinite(delta))
+        ok = jnp.isfinite(ssr_new) & (ssr_new < s.ssr) & jnp.all(jnp.isfinite(delta), -1)
         lam_ok = s.lam * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
         new = FitState(
-            theta=jnp.where(ok, theta_new, s.theta),
+            theta=jnp.where(ok[:, None], theta_new, s.theta),
             ssr=jnp.where(ok, ssr_new, s.ssr),
-            grad=jnp.where(ok, g_new, s.grad),
-            hess=jnp.where(ok, H_new, s.hess),
-            diag=jnp.where(ok, jnp.maximum(s.diag, jnp.diag(H_new)), s.diag),
+            grad=jnp.where(ok[:, None], g_new, s.grad),
+            hess=jnp.where(ok[:, None, None], H_new, s.hess),
+            diag=jnp.where(ok[:, None], jnp.maximum(s.diag, jnp.diagonal(H_new, axis1=1, axis2=2)),
+                           s.diag),
             lam=jnp.where(ok, lam_ok, s.lam * s.nu),
             nu=jnp.where(ok, 2.0, 2.0 * s.nu),
             it=s.it + 1, nfev=s.nfev + 1, done=s.done)
-        stalled = new.lam > 1e16
-        return new._replace(done=converged(new) | stalled)
+        new = new._replace(done=converged(new) | (new.lam > 1e16))
+        # replicates that are finished keep their state
+        return jax.tree.map(lambda a, b: jnp.where(bcast(active, a), a, b), new, s)
 
-    state = state._replace(done=converged(state))
     final = jax.lax.while_loop(cond, body, state)
-    n = y.shape[0]
     return {
         "theta": final.theta,
         "mse": final.ssr / n,
-        "grad_norm": 2.0 * jnp.linalg.norm(final.grad) / n,   # ||grad of mean squared residual||
+        "grad_norm": 2.0 * jnp.linalg.norm(final.grad, axis=-1) / n,  # ||grad of mean sq. residual||
         "decrement": _decrement(final.grad, final.hess),
         "iterations": final.it,
         "nfev": final.nfev,
@@ -209,10 +299,15 @@ def _lm_single(theta0, x, y, max_iter, rtol, spec: ModelSpec, geodesic: bool = F
     }
 
 
-@functools.partial(jax.jit, static_argnums=(5, 6))
-def _lm_batch(theta0, x, y, max_iter, rtol, spec, geodesic=False):
-    return jax.vmap(_lm_single, in_axes=(0, 0, 0, None, None, None, None))(
-        theta0, x, y, max_iter, rtol, spec, geodesic)
+_lm_batch = jax.jit(_lm, static_argnames=("spec", "chunk"))
+
+
+def _chunking(n: int) -> tuple[int, int]:
+    """``(chunk, padded n)``: fewest chunks of at most ``_CHUNK`` samples, chunk a multiple of 8."""
+    m = -(-n // _CHUNK)
+    c = -(-n // m)
+    c = -(-c // 8) * 8
+    return c, m * c
 
 
 def _mesh(devices: int | None):
@@ -249,7 +344,7 @@ class FitResult:
 
 
 def fit(x, y, theta0, *, spec: ModelSpec, max_iter: int = 500, rtol: float = 1e-3,
-        geodesic: bool = False, devices: int | None = None) -> FitResult:
+        devices: int | None = None) -> FitResult:
     """Least-squares fits of ``R`` replicates at once.
 
     ``x: (R, n, D)``, ``y: (R, n)``, ``theta0: (R, p)`` starting points (from
@@ -285,10 +380,17 @@ def fit(x, y, theta0, *, spec: ModelSpec, max_iter: int = 500, rtol: float = 1e-
         x = np.concatenate([x, np.repeat(x[-1:], pad, 0)])
         y = np.concatenate([y, np.repeat(y[-1:], pad, 0)])
         theta0 = np.concatenate([theta0, np.repeat(theta0[-1:], pad, 0)])
+    chunk, n_pad = _chunking(n)
+    xt = np.zeros((R + pad, D, n_pad))
+    xt[:, :, :n] = np.swapaxes(x, 1, 2)
+    yp = np.zeros((R + pad, n_pad))
+    yp[:, :n] = y
+    w = np.zeros((R + pad, n_pad))
+    w[:, :n] = 1.0
     shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("r"))
-    args = [jax.device_put(jnp.asarray(a, jnp.float64), shard) for a in (theta0, x, y)]
-    out = _lm_batch(*args, jnp.asarray(max_iter), jnp.asarray(rtol, jnp.float64), spec,
-                    bool(geodesic))
+    args = [jax.device_put(jnp.asarray(a, jnp.float64), shard) for a in (theta0, xt, yp, w)]
+    out = _lm_batch(*args, jnp.asarray(float(n)), jnp.asarray(max_iter),
+                    jnp.asarray(rtol, jnp.float64), spec=spec, chunk=chunk)
     out = {key: np.asarray(v)[:R] for key, v in out.items()}
     finite = np.isfinite(out["mse"]) & np.all(np.isfinite(out["theta"]), 1)
     conv = out["converged"] & finite
@@ -317,7 +419,7 @@ class InitConfig:
     starts: int = 8
     box: float = 6.0
 
-    def validate(self) -> "InitConfig":
+    def validate(self) -> InitConfig:
         checks.choice(self.kind, "init", INITS)
         for name in ("spread", "box"):
             v = getattr(self, name)
@@ -384,19 +486,18 @@ def initial_thetas(key: Array, G_true: moe.MixingMeasure, spec: ModelSpec, init:
 
 
 def fit_with_init(x, y, theta0, *, spec: ModelSpec, max_iter: int = 500, rtol: float = 1e-3,
-                  geodesic: bool = False, devices: int | None = None) -> FitResult:
+                  devices: int | None = None) -> FitResult:
     """:func:`fit` for ``theta0: (R, p)``, or multi-start for ``theta0: (R, S, p)`` keeping,
     per replicate, the start with the smallest final training loss."""
     theta0 = np.asarray(theta0)
     if theta0.ndim == 2:
-        return fit(x, y, theta0, spec=spec, max_iter=max_iter, rtol=rtol, geodesic=geodesic,
-                   devices=devices)
+        return fit(x, y, theta0, spec=spec, max_iter=max_iter, rtol=rtol, devices=devices)
     if theta0.ndim != 3:
         raise ValueError(f"theta0 must have shape (R, p) or (R, starts, p), got {theta0.shape}")
     x, y = np.asarray(x), np.asarray(y)
     R, S, p = theta0.shape
     res = fit(np.repeat(x, S, 0), np.repeat(y, S, 0), theta0.reshape(R * S, p), spec=spec,
-              max_iter=max_iter, rtol=rtol, geodesic=geodesic, devices=devices)
+              max_iter=max_iter, rtol=rtol, devices=devices)
     mse = np.where(np.isfinite(res.mse), res.mse, np.inf).reshape(R, S)
     best = np.argmin(mse, 1) + S * np.arange(R)
     fields = {f.name: getattr(res, f.name)[best] for f in dataclasses.fields(FitResult)
