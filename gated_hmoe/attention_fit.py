@@ -396,6 +396,8 @@ def sample(key, *, n: int, n_tokens: int = 2, d: int = 2):
 
 
 def _compute(cfg: FitSweepConfig) -> dict:
+    import time
+    t_start = time.perf_counter()
     pos, R = cfg.position, cfg.replicates
     truth = teacher_params(pos, cfg.teacher_heads)
     rng = np.random.default_rng([cfg.seed, 7])
@@ -438,7 +440,8 @@ def _compute(cfg: FitSweepConfig) -> dict:
         points.append({"noise": float(nu), "x": float(cfg.n / nu), "replicates": reps,
                        "failures": int(sum(not q["converged"] for q in reps))})
     return {"config": dataclasses.asdict(cfg), "cache_key": cfg.key(),
-            "teacher": {k: v.tolist() for k, v in truth.items()}, "points": points}
+            "teacher": {k: v.tolist() for k, v in truth.items()}, "points": points,
+            "seconds": time.perf_counter() - t_start}
 
 
 @dataclasses.dataclass
@@ -447,6 +450,8 @@ class FitSweepResult:
 
     config: FitSweepConfig
     points: list
+    seconds: float | None = None   # compute time when it was computed (None: older cache file)
+    cached: bool = False           # loaded from the cache rather than computed now
 
     @property
     def x(self) -> np.ndarray:
@@ -470,13 +475,14 @@ def run_sweep(config: FitSweepConfig, *, cache_dir=None) -> FitSweepResult:
         raise TypeError(f"config must be a FitSweepConfig, got {type(config).__name__}")
     config.validate()
     path = _cache_root(cache_dir) / "attention_fit" / f"{config.position}-{config.key()}.json"
-    if path.exists():
+    cached = path.exists()
+    if cached:
         with open(path) as fh:
             data = json.load(fh)
     else:
         data = _compute(config)
         _atomic_write_json(path, data)
-    return FitSweepResult(config, data["points"])
+    return FitSweepResult(config, data["points"], data.get("seconds"), cached)
 
 
 # ------------------------------------------------------------------ figures and widgets
@@ -571,6 +577,96 @@ def explore_widget(results: dict):
     redraw()
     display(box)
     return box
+
+
+# ------------------------------------------------------------------ command line
+
+
+def _slope_record(res: FitSweepResult, metric: str) -> dict | None:
+    """Slope and CI for the results file; ``None`` when fewer than 2 points reach ``FIT_MIN``."""
+    if np.sum(res.x >= FIT_MIN) < 2:
+        return None
+    s = res.slope(metric)
+    return {"slope": s.slope, "ci": list(s.ci), "x_min": FIT_MIN}
+
+
+def _cli(args) -> int:
+    """``python -m gated_hmoe attention-fit``: the E2 noise sweep for several positions."""
+    from pathlib import Path
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tqdm.auto import tqdm
+
+    from gated_hmoe import experiments
+
+    positions = [q.strip() for q in args.positions.split(",") if q.strip()]
+    for q in positions:
+        _check_position(q)
+    configs = [FitSweepConfig(position=q, teacher_heads=args.teacher_heads,
+                              student_heads=args.student_heads, n=args.n,
+                              log10_x_min=args.log10_x_min, log10_x_max=args.log10_x_max,
+                              points=args.points, replicates=args.replicates, spread=args.spread,
+                              seed=args.seed, max_iter=args.max_iter, rtol=args.rtol).validate()
+               for q in positions]
+    out_dir = Path(args.out)
+    results = {}
+    bar = tqdm(configs, desc="attention-fit", unit="position", disable=args.no_progress)
+    for cfg in bar:
+        bar.set_postfix(position=cfg.position)
+        results[cfg.position] = run_sweep(cfg, cache_dir=args.cache_dir)
+    payload = {"versions": experiments.versions(), "positions": {}}
+    for q, res in results.items():
+        payload["positions"][q] = {
+            "config": dataclasses.asdict(res.config), "leaf_class": LEAF_CLASS[q],
+            "x": res.x.tolist(), "seconds": res.seconds, "failures": res.failures(),
+            "slopes": {m: _slope_record(res, m) for m in METRICS},
+            "points": res.points}
+    cache.write_json_atomic(out_dir / "results.json", payload)
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(6.4 * len(METRICS), 4.8))
+    for ax, m in zip(np.atleast_1d(axes), METRICS):
+        if all(payload["positions"][q]["slopes"][m] is not None for q in results):
+            sweep_axes(ax, dict(results), metric=m)
+        ax.set_title(f"E2, n = {args.n}: {m}")
+    fig.tight_layout()
+    fig.savefig(out_dir / "attention_fit.png", dpi=120)
+    plt.close(fig)
+    print(f"wrote {out_dir / 'results.json'} and {out_dir / 'attention_fit.png'}")
+    for q, res in results.items():
+        secs = "no time recorded" if res.seconds is None else f"{res.seconds:.0f} s"
+        secs += " (cached)" if res.cached else ""
+        slopes = payload["positions"][q]["slopes"]
+        text = "; ".join(f"{m} " + ("no slope (< 2 points with n/nu >= FIT_MIN)" if slopes[m] is None
+                                    else slope_label(res.slope(m))) for m in METRICS)
+        print(f"  {q:6s} ({LEAF_CLASS[q]}) {text}; failures {res.failures()}; {secs}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """Add the ``attention-fit`` sub-command (E2)."""
+    p = subparsers.add_parser(
+        "attention-fit", help="E2: fitted attention layers, leaf-expert errors vs n/nu",
+        description="E2 noise sweep per gate position (cached per position; an interrupted "
+                    "run resumes at the first unfinished position).")
+    p.add_argument("--positions", default=",".join(POSITIONS),
+                   help=f"comma-separated subset of {POSITIONS}")
+    p.add_argument("--teacher-heads", type=int, default=1)
+    p.add_argument("--student-heads", type=int, default=2)
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--log10-x-min", type=float, default=7.0, help="log10 of the smallest n/nu")
+    p.add_argument("--log10-x-max", type=float, default=17.0, help="log10 of the largest n/nu")
+    p.add_argument("--points", type=int, default=11)
+    p.add_argument("--replicates", type=int, default=12)
+    p.add_argument("--spread", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-iter", type=int, default=200)
+    p.add_argument("--rtol", type=float, default=1.0,
+                   help="stop when the Gauss-Newton decrement is <= rtol * nu (chapter 05: 1.0)")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=_cli)
 
 
 __all__ = ["POSITIONS", "LEAF_CLASS", "teacher_params", "layer_output", "batched_output",

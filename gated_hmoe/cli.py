@@ -13,6 +13,7 @@ import sys
 #: Modules that provide a sub-command (each defines ``register_cli``).
 COMMAND_MODULES: tuple[str, ...] = (
     "gated_hmoe.experiments",
+    "gated_hmoe.attention_fit",
     "gated_hmoe.transformer_experiments",
 )
 

@@ -1,6 +1,7 @@
 """Tests for gated_hmoe.attention_fit: the layers against dense loops, the exact-fit valley,
 Voronoi leaf losses, the split initialisation, the batched fit and the sweep cache."""
 
+import json
 import math
 
 import jax
@@ -145,3 +146,25 @@ def test_bad_arguments_raise():
         af.FitSweepConfig(spread=-1.0).validate()
     with pytest.raises(TypeError, match="config"):
         af.run_sweep({"position": "MHSA"})
+
+
+def test_cli_writes_results_and_resumes_from_cache(tmp_path, capsys):
+    from gated_hmoe import cli
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    argv = ["attention-fit", "--positions", "MHSA,ridge", "--n", "30", "--points", "3",
+            "--log10-x-min", "11", "--log10-x-max", "13", "--replicates", "2", "--max-iter", "20",
+            "--cache-dir", str(cache), "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    res = json.load(open(out / "results.json"))
+    assert (out / "attention_fit.png").exists()
+    assert set(res["positions"]) == {"MHSA", "ridge"}
+    for q in res["positions"].values():
+        assert np.allclose(q["x"], [1e11, 1e12, 1e13]) and len(q["points"][0]["replicates"]) == 2
+        assert set(q["slopes"]) == {"worst_overfitted", "V"} and q["seconds"] > 0
+    # second run: every position comes from the cache, same numbers
+    assert cli.main(argv) == 0
+    again = json.load(open(out / "results.json"))
+    assert again["positions"]["MHSA"]["points"] == res["positions"]["MHSA"]["points"]
+    assert capsys.readouterr().out.count("cached") == 2
+    assert cli.main(argv[:2] + ["G7"] + argv[3:]) == 2
+    assert "position" in capsys.readouterr().err

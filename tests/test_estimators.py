@@ -26,6 +26,34 @@ def test_analytic_jacobian(expert, gate):
     np.testing.assert_allclose(J, jax.jacfwd(est._mean)(theta, x, spec), rtol=1e-11, atol=1e-12)
 
 
+@pytest.mark.parametrize("expert", moe.EXPERTS)
+@pytest.mark.parametrize("gate", moe.GATES)
+def test_planar_normal_equations_match_dense(expert, gate):
+    """The batched, chunked, padded normal equations equal J^T J, J^T r, r^T r per replicate."""
+    spec = est.make_spec(expert=expert, gate=gate, k=3, D=2)
+    rng = np.random.default_rng(2)
+    R, n, chunk = 3, 37, 16                       # 3 chunks, the last one padded with weight 0
+    theta = rng.normal(size=(R, spec.num_params))
+    x = rng.uniform(-1, 1, (R, n, 2))
+    y = rng.normal(size=(R, n))
+    xt, yp, w = (np.zeros((R, 2, 48)), np.zeros((R, 48)), np.zeros((R, 48)))
+    xt[:, :, :n], yp[:, :n], w[:, :n] = np.swapaxes(x, 1, 2), y, 1.0
+    data = tuple(est._chunks(jnp.asarray(a), 3, chunk) for a in (xt, yp, w))
+    ssr, g, H = est._normal_equations(jnp.asarray(theta), data, spec)
+    for i in range(R):
+        f, J = est.mean_and_jacobian(jnp.asarray(theta[i]), jnp.asarray(x[i]), spec)
+        r = y[i] - np.asarray(f)
+        np.testing.assert_allclose(ssr[i], r @ r, rtol=1e-12)
+        np.testing.assert_allclose(g[i], np.asarray(J).T @ r, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(H[i], np.asarray(J).T @ np.asarray(J), rtol=1e-10, atol=1e-12)
+
+
+def test_chunking_covers_n():
+    for n in (1, 7, 2048, 2049, 30000, 100000):
+        c, n_pad = est._chunking(n)
+        assert c % 8 == 0 and c <= est._CHUNK + 8 and n <= n_pad < n + 8 * (n_pad // c) + 8
+
+
 def test_pack_unpack_roundtrip():
     G = moe.pin_last(moe.default_truth("glu", gate="quadratic-polynomial"))
     spec = est.make_spec(expert="glu", gate="quadratic-polynomial", k=2, D=1)
