@@ -510,8 +510,9 @@ def sweep_axes(ax, results: dict, *, metric: str = "worst_overfitted", colors=No
     colors = colors or {}
     for label, res in results.items():
         L = res.losses(metric)
-        med = np.median(L, 1)
-        q1, q3 = np.quantile(L, 0.25, 1), np.quantile(L, 0.75, 1)
+        with np.errstate(invalid="ignore"):      # failed fits are +inf: quantiles may be inf
+            med = np.median(L, 1)
+            q1, q3 = np.quantile(L, 0.25, 1), np.quantile(L, 0.75, 1)
         s = res.slope(metric)
         c = colors.get(label, position_color(res.config.position))
         ax.plot(res.x, med, marker="o", color=c,
@@ -574,6 +575,7 @@ def explore_widget(results: dict):
         c.observe(redraw, names="value")
     live.on_click(run_live)
     box = w.VBox([w.HBox([pos_w, spr_w, met_w]), out, live, live_out])
+    box.live_button = live          # for tests and scripted use: box.live_button.click()
     redraw()
     display(box)
     return box

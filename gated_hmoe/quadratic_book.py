@@ -364,7 +364,9 @@ def small_multiples(results: dict, *, metrics=TABLE_METRICS):
 
 def explorer(results: dict, *, metrics=TABLE_METRICS):
     """An ipywidgets control (gate class, expert class, spread) redrawing the log-log rate
-    plot of the matching cached sweep. Returns the widget (display it in a notebook)."""
+    plot of the matching cached sweep, and a button that runs a small live fit
+    (:func:`gated_hmoe.rates_book.live_fit` with the chosen gate, ``k = 3``, split start).
+    Returns the widget (display it in a notebook)."""
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
     from IPython.display import display
@@ -394,10 +396,30 @@ def explorer(results: dict, *, metrics=TABLE_METRICS):
                          f"spread {key[2]} ({_fail_text(res)})")
             plt.show()
 
+    n_live = widgets.IntSlider(value=300, min=50, max=1000, step=50, description="live n")
+    nu_live = widgets.FloatLogSlider(value=1e-8, base=10, min=-12, max=-2, description="live ν")
+    go = widgets.Button(description="run live fit")
+
+    def live(*_):
+        from gated_hmoe import rates_book
+        with out:
+            out.clear_output(wait=True)
+            r = rates_book.live_fit(expert=expert.value, k=3, n=n_live.value, noise=nu_live.value,
+                                    spread=float(spread.value), gate=gate.value)
+            rates_book.plot_live_fit(r)
+            plt.show()
+            txt = ", ".join(f"{q['worst_overfitted']:.2e}" for q in r["losses"])
+            display(widgets.HTML(f"worst over-fitted atom error per replicate: {txt}; "
+                                 f"not converged: {int(np.sum(r['failed']))} of {len(r['losses'])}"))
+
     for wdg in (gate, expert, spread):
         wdg.observe(redraw, names="value")
+    go.on_click(live)
     redraw()
-    return widgets.VBox([widgets.HBox([gate, expert, spread]), out])
+    box = widgets.VBox([widgets.HBox([gate, expert, spread]), widgets.HBox([n_live, nu_live, go]),
+                        out])
+    box.live_button = go            # for tests and scripted use: box.live_button.click()
+    return box
 
 
 __all__ = ["QUADRATIC_GATES", "CHAPTER_EXPERTS", "TABLE_METRICS", "gate_label", "sweep_config",

@@ -336,13 +336,15 @@ def small_multiples(n_results: dict, noise_results: dict):
 # ------------------------------------------------------------------ live fit
 
 def live_fit(*, expert: str, k: int, n: int, noise: float, spread: float, replicates: int = 4,
-             seed: int = 0) -> dict:
+             seed: int = 0, gate: str = "linear") -> dict:
     """A small live least-squares fit (``n <= 1000``) from the chapter's declared starts.
 
-    ``k = 2``: ``init="near"``; ``k = 3``: ``init="split"``. Returns the fitted measures, the
-    losses per replicate and the data of the first replicate.
+    ``k = 2``: ``init="near"``; ``k = 3``: ``init="split"``; the default truth of ``gate``
+    (:func:`gated_hmoe.moe.default_truth`). Returns the fitted measures, the losses per
+    replicate and the data of the first replicate.
     """
     checks.choice(expert, "expert", CLASSES)
+    checks.choice(gate, "gate", moe.GATES)
     k = checks.positive_int(k, "k")
     if k not in (2, 3):
         raise ValueError(f"k must be 2 or 3, got {k}")
@@ -350,21 +352,21 @@ def live_fit(*, expert: str, k: int, n: int, noise: float, spread: float, replic
     if n > 1000:
         raise ValueError(f"n must be <= 1000 for a live fit, got {n}")
     noise = experiments._positive_float(noise, "noise")
-    G = moe.pin_last(moe.default_truth(expert))
-    spec = estimators.make_spec(expert=expert, k=k, D=1)
+    G = moe.pin_last(moe.default_truth(expert, gate=gate))
+    spec = estimators.make_spec(expert=expert, gate=gate, k=k, D=1)
     key = jax.random.key(seed)
     kx, ki = jax.random.split(key)
     keys = jax.random.split(kx, replicates)
     x, eps = jax.vmap(lambda kk: data.standard_draws(kk, n=n, D=1))(keys)
     Gj = jax.tree.map(jnp.asarray, G)
-    y = jax.vmap(lambda xx: moe.mean_unchecked(Gj, xx, expert))(x) + math.sqrt(noise) * eps
+    y = jax.vmap(lambda xx: moe.mean_unchecked(Gj, xx, expert, gate))(x) + math.sqrt(noise) * eps
     init = estimators.InitConfig("near" if k == 2 else "split", spread)
     theta0 = estimators.initial_thetas(ki, G, spec, init, replicates)
     res = estimators.fit(np.asarray(x), np.asarray(y), theta0, spec=spec)
     measures = [res.measure(r) for r in range(replicates)]
     losses = [voronoi.losses(m, G) for m in measures]
     return {"x": np.asarray(x[0, :, 0]), "y": np.asarray(y[0]), "measures": measures,
-            "losses": losses, "failed": res.failed, "truth": G, "expert": expert}
+            "losses": losses, "failed": res.failed, "truth": G, "expert": expert, "gate": gate}
 
 
 def plot_live_fit(out: dict):
@@ -373,9 +375,11 @@ def plot_live_fit(out: dict):
     grid = np.linspace(-1, 1, 300)[:, None]
     c = plots.EXPERT_COLORS[out["expert"]]
     ax.plot(out["x"], out["y"], ".", color="0.6", ms=2, label="data (replicate 1)")
-    ax.plot(grid[:, 0], np.asarray(moe.mean(out["truth"], grid, expert=out["expert"])), color="k",
-            lw=2, label="truth $f_{G^*}$")
-    ax.plot(grid[:, 0], np.asarray(moe.mean(out["measures"][0], grid, expert=out["expert"])),
+    gate = out.get("gate", "linear")
+    ax.plot(grid[:, 0], np.asarray(moe.mean(out["truth"], grid, expert=out["expert"], gate=gate)),
+            color="k", lw=2, label="truth $f_{G^*}$")
+    ax.plot(grid[:, 0], np.asarray(moe.mean(out["measures"][0], grid, expert=out["expert"],
+                                            gate=gate)),
             "--", color=c, label="least-squares fit")
     ax.set(xlabel="x", ylabel="y", title=f"live fit: {out['expert']} experts")
     ax.legend()
@@ -435,8 +439,10 @@ def rate_explorer(n_results: dict, noise_results: dict):
         w.observe(redraw, names="value")
     go.on_click(live)
     redraw()
-    return widgets.VBox([widgets.HBox([expert, spec, spread]), sweep,
-                         widgets.HBox([n_live, nu_live, go]), out])
+    box = widgets.VBox([widgets.HBox([expert, spec, spread]), sweep,
+                        widgets.HBox([n_live, nu_live, go]), out])
+    box.live_button = go            # for tests and scripted use: box.live_button.click()
+    return box
 
 
 __all__ = [
