@@ -85,7 +85,8 @@ def test_tiny_grid_table_profile_and_explorer(tmp_path):
     prof = qb.split_profile(next(iter(res.values())), -1)
     assert set(prof) == {"beta1", "A", "a", "b", "skipped"}
     widget = qb.explorer(res)
-    assert len(widget.children) == 2
+    assert len(widget.children) == 3          # controls, live-fit row, output
+    assert widget.live_button.description == "run live fit"
     fig, _ = qb.small_multiples(res)
     fig, _ = qb.contrast_figure(res, gates=("quadratic-polynomial",), experts=("sigmoid",))
 
