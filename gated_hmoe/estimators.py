@@ -2,8 +2,9 @@ r"""Least-squares estimation of mixing measures: batched Levenberg-Marquardt in 
 
 The estimator of SPEC §4, ``G_n in argmin_G sum_t (Y_t - f_G(X_t))^2`` over pinned measures
 with ``k`` atoms, computed for many replicate data sets at once: one
-Levenberg-Marquardt loop is ``jax.vmap``-ed over replicates, ``jax.jit``-compiled once per
-data shape ``(R, n, D)`` and sharded over the available devices along the replicate axis.
+Levenberg-Marquardt loop over all replicates (each keeps its own damping and stops on its
+own), ``jax.jit``-compiled once per data shape and sharded over the available devices along
+the replicate axis.
 
 The Jacobian is analytic (:func:`mean_and_jacobian`; the tests compare it with
 ``jax.jacfwd`` and the whole fit with ``scipy.optimize.least_squares``). Each step solves the
