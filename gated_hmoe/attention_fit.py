@@ -31,6 +31,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -396,7 +397,6 @@ def sample(key, *, n: int, n_tokens: int = 2, d: int = 2):
 
 
 def _compute(cfg: FitSweepConfig) -> dict:
-    import time
     t_start = time.perf_counter()
     pos, R = cfg.position, cfg.replicates
     truth = teacher_params(pos, cfg.teacher_heads)

@@ -375,7 +375,7 @@ def plot_live_fit(out: dict):
     grid = np.linspace(-1, 1, 300)[:, None]
     c = plots.EXPERT_COLORS[out["expert"]]
     ax.plot(out["x"], out["y"], ".", color="0.6", ms=2, label="data (replicate 1)")
-    gate = out.get("gate", "linear")
+    gate = out["gate"]
     ax.plot(grid[:, 0], np.asarray(moe.mean(out["truth"], grid, expert=out["expert"], gate=gate)),
             color="k", lw=2, label="truth $f_{G^*}$")
     ax.plot(grid[:, 0], np.asarray(moe.mean(out["measures"][0], grid, expert=out["expert"],
