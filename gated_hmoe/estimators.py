@@ -159,15 +159,7 @@ def _planar_experts(expert: str, eta: Array, xt: Array) -> tuple[Array, Array]:
         v = affine(eta[:, :, D + 1:])
         dh = jnp.concatenate([(g * (1.0 - g) * v)[:, :, None] * xb, g[:, :, None] * xb], 2)
         return g * v, dh
-    u = affine(eta)
-    if expert == "linear":
-        return u, jnp.broadcast_to(xb, u.shape[:2] + xb.shape[2:])
-    if expert == "sigmoid":
-        h = jax.nn.sigmoid(u)
-        d = h * (1.0 - h)
-    else:  # silu
-        s = jax.nn.sigmoid(u)
-        h, d = u * s, s * (1.0 + u * (1.0 - s))
+    h, d = moe.ridge_values_and_slopes(expert, affine(eta))
     return h, d[:, :, None] * xb
 
 

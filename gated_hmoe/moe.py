@@ -140,16 +140,20 @@ def expert_values_and_grads(expert: str, eta: Array, x: Array) -> tuple[Array, A
         dg = g * (1.0 - g) * v
         dh = jnp.concatenate([dg[..., None] * xb[:, None, :], g[..., None] * xb[:, None, :]], -1)
         return g * v, dh
-    u = xb @ eta.T                                                    # (n, k)
-    if expert == "linear":
-        h, d = u, jnp.ones_like(u)
-    elif expert == "sigmoid":
-        h = jax.nn.sigmoid(u)
-        d = h * (1.0 - h)
-    else:  # silu
-        s = jax.nn.sigmoid(u)
-        h, d = u * s, s * (1.0 + u * (1.0 - s))
+    h, d = ridge_values_and_slopes(expert, xb @ eta.T)               # (n, k)
     return h, d[..., None] * xb[:, None, :]
+
+
+def ridge_values_and_slopes(expert: str, u: Array) -> tuple[Array, Array]:
+    """``h = phi(u)`` and ``phi'(u)`` of a ridge expert (``linear``/``sigmoid``/``silu``),
+    elementwise on pre-activations ``u`` of any shape. Unchecked."""
+    if expert == "linear":
+        return u, jnp.ones_like(u)
+    if expert == "sigmoid":
+        h = jax.nn.sigmoid(u)
+        return h, h * (1.0 - h)
+    s = jax.nn.sigmoid(u)                                             # silu
+    return u * s, s * (1.0 + u * (1.0 - s))
 
 
 def gate_features(gate: str, x: Array) -> Array:
@@ -365,6 +369,7 @@ def num_params(k: int, D: int, *, expert: str, gate: str = "linear") -> int:
 
 __all__ = ["EXPERTS", "GATES", "MixingMeasure", "HierarchicalMeasure", "expert_dim",
            "validate_measure", "pin_last", "mean", "mean_unchecked", "expert_values",
-           "expert_values_and_grads", "gate_features", "gate_params", "gate_logits",
+           "expert_values_and_grads", "ridge_values_and_slopes", "gate_features", "gate_params",
+           "gate_logits",
            "default_truth", "measure_to_dict", "measure_from_dict", "load_measure",
            "hierarchical_mean", "leaf_atoms", "num_params"]
