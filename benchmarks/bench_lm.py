@@ -1,6 +1,8 @@
 """SPEC §7 benchmark: batched LM (gated_hmoe.estimators) vs scipy.optimize.least_squares(lm).
 
 Run by hand (not in CI):  .venv/bin/python benchmarks/bench_lm.py [--baseline-replicates 16]
+[--one-device]. Ours uses one JAX host device per core (as the command line does) unless
+``--one-device``.
 The baseline's model and Jacobian are plain numpy (checked against the library's analytic
 Jacobian at start-up); MINPACK's LM re-uses the residual of the point it differentiates.
 Problem: sigmoid experts, k*=2 fitted with k=3, split init spread 0.1, nu=1e-6, float64,
@@ -97,7 +99,13 @@ def main():
     ap.add_argument("--ns", default="1000,10000,30000,100000")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats of our batched fit")
     ap.add_argument("--whole-process", action="store_true", help="internal: 64 reps at n=3e4")
+    ap.add_argument("--one-device", action="store_true",
+                    help="keep JAX's single CPU device (default: one host device per core, as "
+                         "`python -m gated_hmoe` does)")
     args = ap.parse_args()
+    if not args.one_device:
+        from gated_hmoe.__main__ import _one_device_per_core
+        _one_device_per_core()               # before the first computation initialises JAX
     spec, x, y, th0 = problem(100, 1)
     f_np, J_np = numpy_mean_and_jacobian(th0[0], x[0], spec.k)
     f_jx, J_jx = est.mean_and_jacobian(jnp.asarray(th0[0]), jnp.asarray(x[0]), spec)
@@ -132,13 +140,14 @@ def main():
         rows.append(row)
         print(json.dumps(row), flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--whole-process"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, __file__, "--whole-process"]
+                          + (["--one-device"] if args.one_device else []), capture_output=True, text=True)
     whole = time.perf_counter() - t0
     n3 = [r for r in rows if r["n"] == 30000]
     out = {"import_s": T_IMPORT, "whole_process_64_at_3e4_s": whole,
            "whole_process_out": proc.stdout.strip()[-200:],
            "scipy_64_fits_estimate_s": 64 * n3[0]["scipy_s_per_fit"] if n3 else None,
-           "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "rows": rows}
+           "cpu_count": os.cpu_count(), "jax_devices": len(jax.devices()), "load_avg": os.getloadavg(), "rows": rows}
     if n3:
         out["whole_process_ratio"] = out["scipy_64_fits_estimate_s"] / whole
     print(json.dumps(out, indent=1))

@@ -125,7 +125,7 @@ def _mean(theta, x, spec):
 # The loop works on all replicates at once in a *planar* layout: data ``xt: (R, D, n)`` and
 # ``y: (R, n)`` with the sample axis last, so every elementwise expression (gate logits,
 # softmax, experts) vectorises over samples. The normal equations are accumulated over chunks
-# of at most ``_CHUNK`` samples (``jax.lax.scan``) so that each chunk's Jacobian stays in
+# of at most ``_CHUNK`` samples (a ``jax.lax.fori_loop``) so that each chunk's Jacobian stays in
 # cache; padded samples carry weight 0. Measured on 2 CPU cores (sigmoid, k = 3, D = 1,
 # n = 3e4, 16 replicates): 2.7 ms per fit and iteration for the earlier ``vmap`` over a
 # per-replicate loop with ``(n, p)`` Jacobians, 1.2-1.6 ms for this layout (chunks of 2048
@@ -186,19 +186,24 @@ def _chunks(a: Array, m: int, c: int) -> Array:
     return jnp.moveaxis(a.reshape(a.shape[:-1] + (m, c)), -2, 0)
 
 
-def _normal_equations(theta: Array, data, spec: ModelSpec):
-    """``SSR: (R,)``, ``J^T r: (R, p)``, ``J^T J: (R, p, p)`` summed over the data chunks."""
-    xs, ys, ws = data                                   # (m, R, D, c), (m, R, c), (m, R, c)
+def _normal_equations(theta: Array, data, spec: ModelSpec, active=None):
+    """``SSR: (R,)``, ``J^T r: (R, p)``, ``J^T J: (R, p, p)`` summed over the data chunks.
+
+    ``data = (xs, ys, ws)`` of shapes ``(m, R, D, c)``, ``(m, R, c)``, ``(m, R, c)``; only the
+    first ``active`` chunks are read (a traced int; default all ``m``), so one compiled loop
+    serves every sample size up to ``m * c``.
+    """
     R, p = theta.shape
 
-    def chunk(acc, xyw):
-        xc, yc, wc = xyw
+    def chunk(i, acc):
+        xc, yc, wc = (jax.lax.dynamic_index_in_dim(a, i, keepdims=False) for a in data)
         f, J = planar_mean_and_jacobian(theta, xc, spec)
         r = (yc - f) * wc
         Ja = jnp.concatenate([J * wc[:, None], r[:, None]], 1)                    # (R, p+1, c)
-        return acc + jnp.einsum("rpc,rqc->rpq", Ja, Ja), None
+        return acc + jnp.einsum("rpc,rqc->rpq", Ja, Ja)
 
-    A = jax.lax.scan(chunk, jnp.zeros((R, p + 1, p + 1), theta.dtype), (xs, ys, ws))[0]
+    m = data[0].shape[0] if active is None else active
+    A = jax.lax.fori_loop(0, m, chunk, jnp.zeros((R, p + 1, p + 1), theta.dtype))
     return A[:, p, p], A[:, :p, p], A[:, :p, :p]
 
 
@@ -229,14 +234,15 @@ def _decrement(grad: Array, hess: Array) -> Array:
     return jnp.maximum(jnp.sum(grad * _solve(A, grad), -1), 0.0)
 
 
-def _lm(theta0, xt, y, w, n, max_iter, rtol, spec: ModelSpec, chunk: int):
+def _lm(theta0, xt, y, w, n, active, max_iter, rtol, spec: ModelSpec, chunk: int):
     """Batched Levenberg-Marquardt: ``theta0: (R, p)``, ``xt: (R, D, N)``, ``y, w: (R, N)``
-    (``N`` a multiple of ``chunk``; ``w`` 1 on the ``n`` real samples, 0 on padding)."""
+    (``N`` a multiple of ``chunk``; ``w`` 1 on the ``n`` real samples, 0 on padding; only the
+    first ``active`` chunks hold samples)."""
     m = xt.shape[-1] // chunk
     data = (_chunks(xt, m, chunk), _chunks(y, m, chunk), _chunks(w, m, chunk))
 
     def evaluate(theta):
-        return _normal_equations(theta, data, spec)
+        return _normal_equations(theta, data, spec, active)
 
     def bcast(mask, a):
         return mask.reshape(mask.shape + (1,) * (a.ndim - 1))
@@ -337,12 +343,16 @@ class FitResult:
 
 
 def fit(x, y, theta0, *, spec: ModelSpec, max_iter: int = 500, rtol: float = 1e-3,
-        devices: int | None = None) -> FitResult:
+        devices: int | None = None, capacity: int | None = None) -> FitResult:
     """Least-squares fits of ``R`` replicates at once.
 
     ``x: (R, n, D)``, ``y: (R, n)``, ``theta0: (R, p)`` starting points (from
     :func:`initial_thetas`); ``spec`` from :func:`make_spec`. The replicate axis is sharded
     over ``devices`` JAX devices (default all; ``R`` is padded to a multiple).
+    ``capacity`` (``>= n``): lay the samples out in the chunks of a ``capacity``-sample
+    problem, so that fits at every ``n <= capacity`` (same ``R``) share one compiled program;
+    the sums then run over different chunk boundaries, so results can differ from
+    ``capacity=None`` in the last bits.
 
     >>> G = moe.default_truth("linear")
     >>> spec = make_spec(expert="linear", k=2, D=1)
@@ -364,6 +374,10 @@ def fit(x, y, theta0, *, spec: ModelSpec, max_iter: int = 500, rtol: float = 1e-
     y = checks.finite_array(y, "y", shape=(R, n))
     theta0 = checks.finite_array(theta0, "theta0", shape=(R, spec.num_params))
     max_iter = checks.positive_int(max_iter, "max_iter")
+    if capacity is not None:
+        capacity = checks.positive_int(capacity, "capacity")
+        if capacity < n:
+            raise ValueError(f"capacity must be >= the number of samples n = {n}, got {capacity}")
     if not (isinstance(rtol, (int, float)) and math.isfinite(rtol) and rtol > 0):
         raise ValueError(f"rtol must be a finite number > 0, got {rtol!r}")
     mesh = _mesh(devices)
@@ -373,7 +387,8 @@ def fit(x, y, theta0, *, spec: ModelSpec, max_iter: int = 500, rtol: float = 1e-
         x = np.concatenate([x, np.repeat(x[-1:], pad, 0)])
         y = np.concatenate([y, np.repeat(y[-1:], pad, 0)])
         theta0 = np.concatenate([theta0, np.repeat(theta0[-1:], pad, 0)])
-    chunk, n_pad = _chunking(n)
+    chunk, n_pad = _chunking(n if capacity is None else capacity)
+    active = -(-n // chunk)
     xt = np.zeros((R + pad, D, n_pad))
     xt[:, :, :n] = np.swapaxes(x, 1, 2)
     yp = np.zeros((R + pad, n_pad))
@@ -382,8 +397,8 @@ def fit(x, y, theta0, *, spec: ModelSpec, max_iter: int = 500, rtol: float = 1e-
     w[:, :n] = 1.0
     shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("r"))
     args = [jax.device_put(jnp.asarray(a, jnp.float64), shard) for a in (theta0, xt, yp, w)]
-    out = _lm_batch(*args, jnp.asarray(float(n)), jnp.asarray(max_iter),
-                    jnp.asarray(rtol, jnp.float64), spec=spec, chunk=chunk)
+    out = _lm_batch(*args, jnp.asarray(float(n)), jnp.asarray(active, jnp.int32),
+                    jnp.asarray(max_iter), jnp.asarray(rtol, jnp.float64), spec=spec, chunk=chunk)
     out = {key: np.asarray(v)[:R] for key, v in out.items()}
     finite = np.isfinite(out["mse"]) & np.all(np.isfinite(out["theta"]), 1)
     conv = out["converged"] & finite
@@ -479,18 +494,19 @@ def initial_thetas(key: Array, G_true: moe.MixingMeasure, spec: ModelSpec, init:
 
 
 def fit_with_init(x, y, theta0, *, spec: ModelSpec, max_iter: int = 500, rtol: float = 1e-3,
-                  devices: int | None = None) -> FitResult:
+                  devices: int | None = None, capacity: int | None = None) -> FitResult:
     """:func:`fit` for ``theta0: (R, p)``, or multi-start for ``theta0: (R, S, p)`` keeping,
     per replicate, the start with the smallest final training loss."""
     theta0 = np.asarray(theta0)
     if theta0.ndim == 2:
-        return fit(x, y, theta0, spec=spec, max_iter=max_iter, rtol=rtol, devices=devices)
+        return fit(x, y, theta0, spec=spec, max_iter=max_iter, rtol=rtol, devices=devices,
+                   capacity=capacity)
     if theta0.ndim != 3:
         raise ValueError(f"theta0 must have shape (R, p) or (R, starts, p), got {theta0.shape}")
     x, y = np.asarray(x), np.asarray(y)
     R, S, p = theta0.shape
     res = fit(np.repeat(x, S, 0), np.repeat(y, S, 0), theta0.reshape(R * S, p), spec=spec,
-              max_iter=max_iter, rtol=rtol, devices=devices)
+              max_iter=max_iter, rtol=rtol, devices=devices, capacity=capacity)
     mse = np.where(np.isfinite(res.mse), res.mse, np.inf).reshape(R, S)
     best = np.argmin(mse, 1) + S * np.arange(R)
     fields = {f.name: getattr(res, f.name)[best] for f in dataclasses.fields(FitResult)

@@ -23,6 +23,7 @@ Command line: ``python -m gated_hmoe rates --help``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import platform
@@ -192,29 +193,36 @@ def _atomic_write_json(path: Path, obj) -> None:
 
 # ------------------------------------------------------------------ one grid point
 
-def _draws(key, n: int, D: int, R: int):
+@functools.partial(jax.jit, static_argnames=("n", "D", "R", "expert", "gate"))
+def _point_data(key, G: moe.MixingMeasure, *, n: int, D: int, R: int, expert: str, gate: str):
+    """One grid point's draws, compiled as one program: ``x: (R, n, D)``, standard normal
+    ``eps: (R, n)`` and the true regression function ``f: (R, n)``."""
     keys = jax.random.split(key, R)
-    return jax.vmap(lambda k: data.standard_draws(k, n=n, D=D))(keys)
+    x, eps = jax.vmap(lambda k: data.standard_draws(k, n=n, D=D))(keys)
+    f = jax.vmap(lambda xx: moe.mean_unchecked(G, xx, expert, gate))(x)
+    return x, eps, f
 
 
-def run_point(config: SweepConfig, n: int, nu: float, *, devices: int | None = None) -> dict:
-    """Fit all replicates at one grid point; return a JSON-ready dict (no caching)."""
+def run_point(config: SweepConfig, n: int, nu: float, *, devices: int | None = None,
+              capacity: int | None = None) -> dict:
+    """Fit all replicates at one grid point; return a JSON-ready dict (no caching).
+    ``capacity``: see :func:`gated_hmoe.estimators.fit` (one compiled fit for a whole sweep)."""
     G = config.truth()
     D = G.beta1.shape[1]
     R = config.replicates
     spec = estimators.make_spec(expert=config.expert, gate=config.gate, k=config.k_fit, D=D)
     base = jax.random.key(config.seed)
-    x, eps = _draws(jax.random.fold_in(base, n), n, D, R)
-    Gj = jax.tree.map(jnp.asarray, G)
-    f_true = jax.vmap(lambda xx: moe.mean_unchecked(Gj, xx, config.expert, config.gate))(x)
-    y = f_true + math.sqrt(nu) * eps
+    x, eps, f_true = _point_data(jax.random.fold_in(base, n), jax.tree.map(jnp.asarray, G),
+                                 n=n, D=D, R=R, expert=config.expert, gate=config.gate)
+    x, eps = np.asarray(x), np.asarray(eps)
+    y = np.asarray(f_true) + math.sqrt(nu) * eps
     theta0 = estimators.initial_thetas(jax.random.fold_in(base, 2**30 + 7), G, spec,
                                        config.init_config(), R)
     t0 = time.perf_counter()
-    res = estimators.fit_with_init(np.asarray(x), np.asarray(y), theta0, spec=spec,
-                                   max_iter=config.max_iter, rtol=config.rtol, devices=devices)
+    res = estimators.fit_with_init(x, y, theta0, spec=spec, max_iter=config.max_iter,
+                                   rtol=config.rtol, devices=devices, capacity=capacity)
     seconds = time.perf_counter() - t0
-    mse_true = np.mean(np.asarray(eps) ** 2, axis=1) * nu
+    mse_true = np.mean(eps ** 2, axis=1) * nu
     reps = []
     for r in range(R):
         finite = bool(np.all(np.isfinite(res.theta[r])))
@@ -325,6 +333,7 @@ def run_sweep(config: SweepConfig, *, cache_dir=None, progress: bool = True,
     folder.mkdir(parents=True, exist_ok=True)
     _atomic_write_json(folder / "config.json", config.to_dict())
     grid = config.grid()
+    capacity = max(n for n, _ in grid)         # one compiled fit serves every grid point
     points = []
     from tqdm.auto import tqdm
     bar = tqdm(grid, desc=f"rates {config.expert} k={config.k_fit} ({config.sweep})",
@@ -335,7 +344,7 @@ def run_sweep(config: SweepConfig, *, cache_dir=None, progress: bool = True,
             with open(path) as fh:
                 point = json.load(fh)
         else:
-            point = run_point(config, n, nu, devices=devices)
+            point = run_point(config, n, nu, devices=devices, capacity=capacity)
             _atomic_write_json(path, point)
         bar.set_postfix(n=n, nu=f"{nu:.0e}", fail=point["failures"])
         points.append(point)

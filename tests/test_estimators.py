@@ -54,6 +54,50 @@ def test_chunking_covers_n():
         assert c % 8 == 0 and c <= est._CHUNK + 8 and n <= n_pad < n + 8 * (n_pad // c) + 8
 
 
+def test_normal_equations_read_only_active_chunks():
+    """With ``active`` chunks, samples in later chunks do not enter the sums."""
+    spec = est.make_spec(expert="sigmoid", k=2, D=1)
+    rng = np.random.default_rng(3)
+    R, chunk, m = 2, 8, 3
+    theta = jnp.asarray(rng.normal(size=(R, spec.num_params)))
+    xt, yp = rng.uniform(-1, 1, (R, 1, m * chunk)), rng.normal(size=(R, m * chunk))
+    w = np.ones((R, m * chunk))
+    chunks = lambda arrs: tuple(est._chunks(jnp.asarray(a), arrs[0].shape[-1] // chunk, chunk)  # noqa: E731
+                                for a in arrs)
+    full = est._normal_equations(theta, chunks((xt, yp, w)), spec, jnp.asarray(2))
+    two = est._normal_equations(theta, chunks((xt[..., :16], yp[..., :16], w[..., :16])), spec)
+    for a, b in zip(full, two):
+        np.testing.assert_allclose(a, b, rtol=1e-13)
+
+
+def test_capacity_shares_one_compiled_fit():
+    """Fits at two sample sizes with one ``capacity`` compile once and agree with the
+    per-``n`` layout (exactly specified fits: to optimiser tolerance)."""
+    G = moe.default_truth("sigmoid")
+    spec = est.make_spec(expert="sigmoid", k=2, D=1)
+    th0 = est.initial_thetas(jax.random.key(1), G, spec, est.InitConfig("near", 0.05), 2)
+    problems = []
+    for n in (300, 900):
+        x, y = data.sample_batch(jax.random.split(jax.random.key(n), 2), G, n=n,
+                                 noise_var=1e-6, expert="sigmoid")
+        problems.append((np.asarray(x), np.asarray(y)))
+    shared = []
+    for x, y in problems:
+        shared.append(est.fit(x, y, th0, spec=spec, capacity=5000))
+        if len(shared) == 1:
+            compiled = est._lm_batch._cache_size()
+    assert est._lm_batch._cache_size() == compiled            # the second n re-used the program
+    for (x, y), a in zip(problems, shared):
+        b = est.fit(x, y, th0, spec=spec)
+        assert a.converged.all() and b.converged.all()
+        np.testing.assert_allclose(a.theta, b.theta, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(a.mse, b.mse, rtol=1e-10)
+    with pytest.raises(ValueError, match="capacity must be >= the number of samples"):
+        est.fit(x, y, th0, spec=spec, capacity=10)
+    with pytest.raises(TypeError, match="capacity"):
+        est.fit(x, y, th0, spec=spec, capacity=1e4)
+
+
 def test_pack_unpack_roundtrip():
     G = moe.pin_last(moe.default_truth("glu", gate="quadratic-polynomial"))
     spec = est.make_spec(expert="glu", gate="quadratic-polynomial", k=2, D=1)

@@ -112,3 +112,17 @@ def test_slope_range_is_not_part_of_the_cache_key():
     assert SweepConfig(fit_min=1e3, fit_max=1e5).key() == base.key()
     assert SweepConfig(replicates=base.replicates + 1).key() != base.key()
     assert SweepConfig(spread=0.3, init="near").key() != base.key()
+
+
+def test_cli_asks_for_one_host_device_per_core(monkeypatch):
+    """``python -m gated_hmoe`` adds the XLA host-device flag, and leaves a user's alone."""
+    import gated_hmoe.__main__ as entry
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    entry._one_device_per_core()
+    flags = os.environ["XLA_FLAGS"].split()
+    assert flags[0] == "--xla_cpu_enable_fast_math=false"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert flags[1] == f"--xla_force_host_platform_device_count={cores}"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
+    entry._one_device_per_core()
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=3"
