@@ -61,7 +61,7 @@ def main():
         jax.block_until_ready(f(ts, xs, ys))
         first = time.perf_counter() - t0
         t0 = time.perf_counter()
-        theta, mse, steps = jax.block_until_ready(f(ts, xs, ys))
+        _, mse, steps = jax.block_until_ready(f(ts, xs, ys))
         optx_s = (time.perf_counter() - t0) / args.replicates
         est.fit(x, y, th0, spec=spec, max_iter=args.steps, rtol=1e-300)
         t0 = time.perf_counter()

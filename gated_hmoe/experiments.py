@@ -39,6 +39,10 @@ from gated_hmoe import __version__, cache, checks, data, estimators, moe, rates,
 SWEEPS: tuple[str, ...] = ("n", "noise")
 #: Lower end of the slope fit for the noise sweep (SPEC §5: slopes over [5.6e10, 1e17]).
 NOISE_FIT_MIN: float = 5.6e10
+#: Lower end of the *upper* slope range of a 9-level noise sweep (its last 4 grid points,
+#: ``1.78e13 .. 1e17``), where the medians no longer depend on the iteration budget
+#: (measured: 500 vs 2000 iterations in chapter 06, 500 vs 5000 in chapter 04).
+UPPER_FIT_MIN: float = 1.7e13
 #: Config fields that only choose the slope range: they do not change a fit, so they are
 #: not part of the cache key (a new range re-uses the cached grid points).
 SLOPE_ONLY_FIELDS: tuple[str, ...] = ("fit_min", "fit_max")
@@ -267,6 +271,25 @@ class SweepResult:
         """``(points, replicates)`` array of one loss (``nan`` where a fit failed)."""
         return np.array([[r[metric] for r in p["replicates"]] for p in self.points], float)
 
+    def overfitted_weights(self) -> np.ndarray:
+        """``(points, replicates)``: for each fit the smallest mixing weight
+        ``exp(beta0_i) / sum_j exp(beta0_j)`` among the atoms that share a Voronoi cell
+        (``nan`` without an over-fitted cell or for a non-finite fit). A weight near 0 marks
+        a *fading* surplus atom, whose other parameters the data barely constrain."""
+        cfg = self.config
+        spec = estimators.make_spec(expert=cfg.expert, gate=cfg.gate, k=cfg.k_fit,
+                                    D=cfg.truth().beta1.shape[1])
+        out = np.full((len(self.points), cfg.replicates), np.nan)
+        for i, p in enumerate(self.points):
+            for r, rep in enumerate(p["replicates"]):
+                over = np.array(rep.get("atom_overfitted", []), bool)
+                theta = np.asarray(rep["theta"], float)
+                if over.any() and np.all(np.isfinite(theta)):
+                    b0 = np.asarray(estimators.unpack(jnp.asarray(theta), spec).beta0)
+                    w = np.exp(b0 - b0.max())
+                    out[i, r] = float(np.min(w[over]) / np.sum(w))
+        return out
+
     def failures(self) -> list[int]:
         return [p["failures"] for p in self.points]
 
@@ -293,6 +316,15 @@ class SweepResult:
         fig.savefig(out / "rates.png", bbox_inches="tight")
         plt.close(fig)
         return out / "results.json"
+
+
+def upper_slopes(results: dict, *, metric: str = "worst_overfitted",
+                 x_min: float = UPPER_FIT_MIN) -> dict:
+    """``{key: Slope}``: slope of ``metric`` against ``n / nu`` over ``[x_min, max]`` for each
+    :class:`SweepResult` in ``results`` (same bootstrap as the main slopes, seed of the
+    sweep's configuration)."""
+    return {key: rates.slope(res.x, res.losses(metric), x_min=x_min, seed=res.config.seed)
+            for key, res in results.items()}
 
 
 def compute_slopes(config: SweepConfig, points: list[dict]) -> dict[str, rates.Slope]:

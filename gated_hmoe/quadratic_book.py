@@ -115,18 +115,10 @@ def slope_rows(results: dict) -> list[dict]:
     return rows
 
 
-#: Lower end of the upper slope range (the last 4 grid points, ``1.78e13 .. 1e17``), where the
-#: medians no longer depend on the iteration budget (measured: 500 vs 2000 iterations).
-UPPER_FIT_MIN: float = 1.7e13
-
-
-def upper_slopes(results: dict, *, metric: str = "worst_overfitted",
-                 x_min: float = UPPER_FIT_MIN) -> dict:
-    """``{key: Slope}``: slope of ``metric`` against ``n / nu`` over ``[x_min, max]`` per sweep
-    (same bootstrap as the main table, seed of the sweep's configuration)."""
-    from gated_hmoe import rates
-    return {key: rates.slope(res.x, res.losses(metric), x_min=x_min, seed=res.config.seed)
-            for key, res in results.items()}
+#: Lower end of the upper slope range (see :data:`gated_hmoe.experiments.UPPER_FIT_MIN`).
+UPPER_FIT_MIN: float = experiments.UPPER_FIT_MIN
+#: Slopes over the upper range (:func:`gated_hmoe.experiments.upper_slopes`).
+upper_slopes = experiments.upper_slopes
 
 
 def format_rows(rows: list[dict]) -> str:

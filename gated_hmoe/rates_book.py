@@ -111,6 +111,78 @@ def plateau(result: experiments.SweepResult, metric: str = "worst_overfitted",
     return float(np.exp(np.mean(np.log(med))))
 
 
+# ------------------------------------------------------------------ the iteration budget
+
+#: A surplus atom *fades* when its mixing weight falls below this share (the true cell's
+#: weight is 0.62 at the default truth).
+FADE_WEIGHT: float = 0.05
+
+
+def longer_budget(configs: dict, max_iter: int) -> dict:
+    """The same sweeps (data, starts, grid) with another iteration budget."""
+    max_iter = checks.positive_int(max_iter, "max_iter")
+    return {key: dataclasses.replace(cfg, max_iter=max_iter).validate()
+            for key, cfg in configs.items()}
+
+
+def budget_rows(short: dict, long: dict, *, metric: str = "worst_overfitted",
+                fade: float = FADE_WEIGHT) -> list[dict]:
+    """Compare the same sweeps at two iteration budgets, one row per key of ``short``.
+
+    Each row: ``key``; ``failures`` ``(short, long, fits)``; ``main`` and ``upper``: the
+    :class:`~gated_hmoe.rates.Slope` pairs ``(short, long)`` of ``metric`` over the
+    configured range and over ``[UPPER_FIT_MIN, max]``; ``upper_change``: the largest
+    relative change of a median over the upper range; ``fading_low``: fits ``(short,
+    long)`` with an over-fitted atom below ``fade`` at the lowest grid point of the
+    configured range; ``fading_upper``: the same summed over the upper range.
+    """
+    rows = []
+    for key, a in short.items():
+        b = long[key]
+        if a.config.grid() != b.config.grid() or a.config.seed != b.config.seed:
+            raise ValueError(f"short[{key!r}] and long[{key!r}] must be the same sweep, "
+                             "differing only in max_iter")
+        x = a.x
+        lo = a.config.slope_range()[0] or float(x.min())
+        low = int(np.argmax(x >= lo))
+        up = x >= experiments.UPPER_FIT_MIN
+        med = [np.median(r.losses(metric), axis=1) for r in (a, b)]
+        wa, wb = (r.overfitted_weights() < fade for r in (a, b))
+        upper = experiments.upper_slopes({key: a, "long": b}, metric=metric)
+        rows.append({
+            "key": key,
+            "failures": (total_failures(a)[0], total_failures(b)[0], total_failures(a)[1]),
+            "main": (a.slopes[metric], b.slopes[metric]),
+            "upper": (upper[key], upper["long"]),
+            "upper_change": float(np.max(np.abs(med[1][up] / med[0][up] - 1.0))),
+            "fading_low": (int(wa[low].sum()), int(wb[low].sum())),
+            "fading_upper": (int(wa[up].sum()), int(wb[up].sum())),
+            "x_low": float(x[low]),
+        })
+    return rows
+
+
+def format_budget_rows(rows: list[dict], budgets: tuple[int, int]) -> str:
+    """:func:`budget_rows` as text, one block per sweep (slopes to 2 decimals)."""
+    def lab(sl):
+        return f"{sl.slope:+.2f} [{sl.ci[0]:+.2f}, {sl.ci[1]:+.2f}]"
+
+    lines = []
+    for r in rows:
+        e, sp = r["key"]
+        fa, fb, tot = r["failures"]
+        lines += [f"{e} (s = {sp}), max_iter {budgets[0]} | {budgets[1]}:",
+                  f"  not converged (of {tot})            {fa:>3d} | {fb}",
+                  (f"  fading fits at n/nu = {r['x_low']:.1e}      {r['fading_low'][0]:>3d} | "
+                   f"{r['fading_low'][1]}"),
+                  (f"  fading fits, upper range           {r['fading_upper'][0]:>3d} | "
+                   f"{r['fading_upper'][1]}"),
+                  f"  slope, main range    {lab(r['main'][0])} | {lab(r['main'][1])}",
+                  f"  slope, upper range   {lab(r['upper'][0])} | {lab(r['upper'][1])}",
+                  f"  upper-range medians: largest change {r['upper_change']:.1%}"]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ the modulus and the valley
 
 @dataclasses.dataclass(frozen=True)
@@ -447,9 +519,13 @@ def rate_explorer(n_results: dict, noise_results: dict):
 
 __all__ = [
     "CLASSES",
+    "FADE_WEIGHT",
     "NOISE_CELLS",
     "ModulusCurve",
+    "budget_rows",
+    "format_budget_rows",
     "format_slope",
+    "longer_budget",
     "live_fit",
     "modulus_curve",
     "n_sweep_configs",

@@ -126,3 +126,45 @@ def test_live_fit_small():
     out = rb.live_fit(expert="sigmoid", k=2, n=200, noise=1e-8, spread=0.05, replicates=2)
     assert len(out["measures"]) == 2 and out["x"].shape == (200,)
     assert all(loss["d1"] < 0.05 for loss in out["losses"])
+
+
+def _set_pair_weights(res, weight):
+    """Give every fit a theta (sigmoid, k = 3, D = 1) whose over-fitted pair (atoms 0, 1) has
+    gate intercepts ``log 0.3`` and ``log weight(i, r)`` (the pinned atom 2 has 0)."""
+    for i, p in enumerate(res.points):
+        for r, rep in enumerate(p["replicates"]):
+            rep["theta"] = [math.log(0.3), 5.0, math.log(weight(i, r)), 5.0,
+                            4.0, -2.0, 4.0, -2.0, 5.0, 2.0]
+            rep["atom_overfitted"] = [True, True, False]
+    return res
+
+
+def test_overfitted_weights_and_budget_rows():
+    import dataclasses
+    cfg = rb.noise_sweep_configs()[("sigmoid", 0.1)]
+    law = {"worst_overfitted": -0.25, "d1": -0.5, "V": -0.5}
+    short = _set_pair_weights(_fake_result(cfg, law), lambda i, r: 0.3)
+    w = short.overfitted_weights()
+    assert w.shape == (9, 12) and np.allclose(w, 0.3 / 1.6)
+    long_cfg = rb.longer_budget({"k": cfg}, 5000)["k"]
+    assert long_cfg.max_iter == 5000 and long_cfg.grid() == cfg.grid()
+    low = int(np.argmax(short.x >= cfg.slope_range()[0]))               # first point of the range
+    long = _set_pair_weights(_fake_result(long_cfg, law, failures=1),
+                             lambda i, r: 0.01 if (i == low and r < 5) else 0.3)
+    for rep in long.points[low]["replicates"]:                          # fading: larger errors
+        rep["worst_overfitted"] *= 10.0
+    long.slopes = experiments.compute_slopes(long_cfg, long.points)
+    row = rb.budget_rows({("sigmoid", 0.1): short}, {("sigmoid", 0.1): long})[0]
+    assert row["failures"] == (0, 1, 108)
+    assert row["fading_low"] == (0, 5) and row["fading_upper"] == (0, 0)
+    assert row["x_low"] == pytest.approx(5.6e10, rel=0.01)
+    assert row["upper_change"] == 0.0                     # same losses over the upper range
+    assert row["main"][1].slope < row["main"][0].slope - 0.05
+    assert row["upper"][0].slope == pytest.approx(row["upper"][1].slope)
+    text = rb.format_budget_rows([row], (500, 5000))
+    assert "max_iter 500 | 5000" in text and "0 | 5" in text
+    other = _fake_result(dataclasses.replace(cfg, seed=1).validate(), law)
+    with pytest.raises(ValueError, match="same sweep"):
+        rb.budget_rows({"k": short}, {"k": other})
+    with pytest.raises(ValueError, match="max_iter"):
+        rb.longer_budget({"k": cfg}, 0)
