@@ -57,18 +57,26 @@ def sample(key: Array, G: moe.MixingMeasure, *, n: int, noise_var: float, expert
     return x, f + math.sqrt(nu) * eps
 
 
+def draws_and_means(keys: Array, G: moe.MixingMeasure, n: int, D: int, expert: str,
+                    gate: str = "linear") -> tuple[Array, Array, Array]:
+    """Per key: inputs ``x: (R, n, D)``, standard normal noise ``eps: (R, n)`` and the
+    regression function ``f: (R, n)`` of ``G`` (arrays) at ``x``, for ``keys: (R,)``.
+    Unchecked, traceable (``n``, ``D``, ``expert``, ``gate`` static)."""
+    x, eps = jax.vmap(lambda k: standard_draws(k, n=n, D=D))(keys)
+    f = jax.vmap(lambda xx: moe.mean_unchecked(G, xx, expert, gate))(x)
+    return x, eps, f
+
+
+_draws_and_means_jit = jax.jit(draws_and_means, static_argnums=(2, 3, 4, 5))
+
+
 def sample_batch(keys: Array, G: moe.MixingMeasure, *, n: int, noise_var: float, expert: str,
                  gate: str = "linear") -> tuple[Array, Array]:
-    """One data set per key: ``keys: (R,)`` -> ``x: (R, n, D)``, ``y: (R, n)``."""
+    """One data set per key: ``keys: (R,)`` -> ``x: (R, n, D)``, ``y: (R, n)`` (one compiled
+    program per shape; the same inputs and noise draws as :func:`sample` with each key)."""
     G = moe.validate_measure(G, "G", expert=expert, gate=gate)
     nu = _noise_var(noise_var)
     n = checks.positive_int(n, "n")
-    D = G.beta1.shape[1]
-    Gj = jax.tree.map(jnp.asarray, G)
-
-    def one(key):
-        x, eps = standard_draws(key, n=n, D=D)
-        return x, moe.mean_unchecked(Gj, x, expert, gate) + math.sqrt(nu) * eps
-
-    xs, ys = zip(*[one(k) for k in keys])
-    return jnp.stack(xs), jnp.stack(ys)
+    x, eps, f = _draws_and_means_jit(keys, jax.tree.map(jnp.asarray, G), n, G.beta1.shape[1],
+                                     expert, gate)
+    return x, f + math.sqrt(nu) * eps

@@ -201,10 +201,7 @@ def _atomic_write_json(path: Path, obj) -> None:
 def _point_data(key, G: moe.MixingMeasure, *, n: int, D: int, R: int, expert: str, gate: str):
     """One grid point's draws, compiled as one program: ``x: (R, n, D)``, standard normal
     ``eps: (R, n)`` and the true regression function ``f: (R, n)``."""
-    keys = jax.random.split(key, R)
-    x, eps = jax.vmap(lambda k: data.standard_draws(k, n=n, D=D))(keys)
-    f = jax.vmap(lambda xx: moe.mean_unchecked(G, xx, expert, gate))(x)
-    return x, eps, f
+    return data.draws_and_means(jax.random.split(key, R), G, n, D, expert, gate)
 
 
 def run_point(config: SweepConfig, n: int, nu: float, *, devices: int | None = None,

@@ -49,9 +49,16 @@ def test_planar_normal_equations_match_dense(expert, gate):
 
 
 def test_chunking_covers_n():
-    for n in (1, 7, 2048, 2049, 30000, 100000):
-        c, n_pad = est._chunking(n)
-        assert c % 8 == 0 and c <= est._CHUNK + 8 and n <= n_pad < n + 8 * (n_pad // c) + 8
+    for limit in (est._CHUNK, 1024, 256):
+        for n in (1, 7, 2048, 2049, 30000, 100000):
+            c, n_pad = est._chunking(n, limit)
+            assert c % 8 == 0 and c <= limit + 8 and n <= n_pad < n + 8 * (n_pad // c) + 8
+
+
+def test_chunks_shorten_with_many_replicates_per_device():
+    assert est._chunk_limit(1) == est._CHUNK == est._chunk_limit(16)
+    assert est._chunk_limit(32) == 1024 and est._chunk_limit(10_000) == 256
+    assert all(est._chunk_limit(r) % 8 == 0 for r in range(1, 200))
 
 
 def test_normal_equations_read_only_active_chunks():

@@ -102,3 +102,20 @@ def test_bad_input_names_argument():
     with pytest.raises(ValueError, match="k >= 1"):
         moe.mean(moe.MixingMeasure(np.zeros(0), np.zeros((0, 1)), np.zeros((0, 2))),
                  np.zeros((2, 1)), expert="linear")
+
+
+def test_sample_batch_matches_sample_per_key():
+    import jax
+
+    from gated_hmoe import data
+    G = moe.default_truth("silu", gate="quadratic-monomial")
+    keys = jax.random.split(jax.random.key(5), 3)
+    xb, yb = data.sample_batch(keys, G, n=40, noise_var=1e-4, expert="silu",
+                               gate="quadratic-monomial")
+    assert xb.shape == (3, 40, 1) and yb.shape == (3, 40)
+    for i, k in enumerate(keys):
+        x, y = data.sample(k, G, n=40, noise_var=1e-4, expert="silu", gate="quadratic-monomial")
+        np.testing.assert_array_equal(xb[i], x)
+        np.testing.assert_allclose(yb[i], y, rtol=1e-14, atol=1e-15)
+    with pytest.raises(ValueError, match="noise_var"):
+        data.sample_batch(keys, G, n=40, noise_var=-1.0, expert="silu", gate="quadratic-monomial")
