@@ -148,12 +148,12 @@ def budget_rows(short: dict, long: dict, *, metric: str = "worst_overfitted",
         up = x >= experiments.UPPER_FIT_MIN
         med = [np.median(r.losses(metric), axis=1) for r in (a, b)]
         wa, wb = (r.overfitted_weights() < fade for r in (a, b))
-        upper = experiments.upper_slopes({key: a, "long": b}, metric=metric)
+        upper = [experiments.upper_slopes({0: r}, metric=metric)[0] for r in (a, b)]
         rows.append({
             "key": key,
             "failures": (total_failures(a)[0], total_failures(b)[0], total_failures(a)[1]),
             "main": (a.slopes[metric], b.slopes[metric]),
-            "upper": (upper[key], upper["long"]),
+            "upper": tuple(upper),
             "upper_change": float(np.max(np.abs(med[1][up] / med[0][up] - 1.0))),
             "fading_low": (int(wa[low].sum()), int(wb[low].sum())),
             "fading_upper": (int(wa[up].sum()), int(wb[up].sum())),
