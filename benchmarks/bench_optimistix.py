@@ -29,7 +29,7 @@ from bench_lm import NU, problem  # noqa: E402
 from gated_hmoe import estimators as est  # noqa: E402
 
 
-def optx_fits(spec, x, y, th0, steps):
+def optx_fits(spec, steps):
     import optimistix as optx
 
     solver = optx.LevenbergMarquardt(rtol=1e-300, atol=1e-300)
@@ -55,7 +55,7 @@ def main():
         _one_device_per_core()               # before the first computation initialises JAX
     for n in [int(v) for v in args.ns.split(",")]:
         spec, x, y, th0 = problem(n, args.replicates)
-        f = optx_fits(spec, x, y, th0, args.steps)
+        f = optx_fits(spec, args.steps)
         xs, ys, ts = jnp.asarray(x), jnp.asarray(y), jnp.asarray(th0)
         t0 = time.perf_counter()
         jax.block_until_ready(f(ts, xs, ys))

@@ -139,7 +139,7 @@ def budget_rows(short: dict, long: dict, *, metric: str = "worst_overfitted",
     rows = []
     for key, a in short.items():
         b = long[key]
-        if a.config.grid() != b.config.grid() or a.config.seed != b.config.seed:
+        if dataclasses.replace(a.config, max_iter=b.config.max_iter) != b.config:
             raise ValueError(f"short[{key!r}] and long[{key!r}] must be the same sweep, "
                              "differing only in max_iter")
         x = a.x
