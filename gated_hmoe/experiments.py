@@ -412,25 +412,34 @@ def _pair_measure(psi, delta, G_true, spec, atom, center):
     return theta
 
 
-def modulus(delta: float, *, expert: str, G_true: moe.MixingMeasure | None = None,
-            atom: int = 0, center: bool = True, quad_points: int = 200, starts: int = 4,
-            seed: int = 0) -> float:
-    r"""``m(delta) = min ||f_G - f_{G*}||^2_{L^2(Unif[-1,1])}`` over fits with one extra atom whose
-    over-fitted pair sits at ``omega*_atom + c ± delta u`` (``|u| = 1``, equal weights;
-    ``delta`` is half the pair's separation; the common centre ``c`` is free when
-    ``center=True``, fixed at 0 otherwise).
+def modulus_values(deltas, *, expert: str, gate: str = "linear",
+                   G_true: moe.MixingMeasure | None = None, atom: int = 0, center: bool = True,
+                   quad_points: int = 200, starts: int = 4, seed: int = 0, max_nfev: int = 2000,
+                   stop_below: float | None = None) -> np.ndarray:
+    r"""``m(delta) = min ||f_G - f_{G*}||^2_{L^2(Unif[-1,1])}`` for each ``delta`` in
+    ``deltas: (d,)``, over fits with one extra atom whose over-fitted pair sits at
+    ``omega*_atom + c ± delta u`` (``|u| = 1``, equal weights; ``omega`` = the atom's gate
+    parameters without the intercept, then its expert; ``delta`` is half the pair's
+    separation; the common centre ``c`` is free when ``center=True``, fixed at 0 otherwise).
 
-    Minimised (scipy Levenberg-Marquardt on a Gauss-Legendre rule with ``quad_points``
-    nodes, ``D = 1``) over the direction ``u``, the pair's common intercept and all other
-    atoms, from the coordinate axes and ``starts`` random directions; the smallest value
-    is returned. Exactly 0 for linear experts (the valley), ``~ delta^4`` for ridge experts.
+    Minimised (scipy Levenberg-Marquardt, tolerances 1e-15, at most ``max_nfev``
+    evaluations, on a Gauss-Legendre rule with ``quad_points`` nodes, ``D = 1``, any gate
+    class) over the direction ``u``, the pair's common intercept and all other atoms, from
+    the coordinate axes and ``starts`` random directions of ``Generator(seed)``; the
+    smallest value is kept. With ``stop_below`` set, further directions are skipped once a
+    value ``<= stop_below`` is reached (``m`` cannot be negative). The residual and its
+    Jacobian are compiled once, with ``delta`` as an argument. Exactly 0 for linear experts
+    (the valley), ``~ delta^4`` for ridge experts under the linear gate. Returns ``(d,)``.
     """
     import scipy.optimize
 
     checks.choice(expert, "expert", moe.EXPERTS)
-    delta = _positive_float(delta, "delta")
-    G = moe.default_truth(expert) if G_true is None else moe.validate_measure(
-        G_true, "G_true", expert=expert)
+    checks.choice(gate, "gate", moe.GATES)
+    deltas = checks.finite_array(deltas, "deltas", ndim=1).astype(float)
+    if deltas.size < 1 or np.any(deltas <= 0):
+        raise ValueError(f"deltas must be a non-empty 1-d array of numbers > 0, got {deltas}")
+    G = moe.default_truth(expert, gate=gate) if G_true is None else moe.validate_measure(
+        G_true, "G_true", expert=expert, gate=gate)
     G = moe.pin_last(G)
     if G.beta1.shape[1] != 1:
         raise ValueError(f"G_true must have D = 1 (quadrature on [-1, 1]), got D={G.beta1.shape[1]}")
@@ -438,35 +447,54 @@ def modulus(delta: float, *, expert: str, G_true: moe.MixingMeasure | None = Non
     if not (0 <= atom < k_true - 1):
         raise ValueError(f"atom must index a non-pinned true atom (< {k_true - 1}), got {atom}")
     quad_points = checks.positive_int(quad_points, "quad_points")
-    spec = estimators.make_spec(expert=expert, k=k_true + 1, D=1)
-    Gj = jax.tree.map(jnp.asarray, G)
+    starts = checks.positive_int(starts, "starts", minimum=0)
+    max_nfev = checks.positive_int(max_nfev, "max_nfev")
+    if stop_below is not None:
+        stop_below = _positive_float(stop_below, "stop_below")
+    spec = estimators.make_spec(expert=expert, gate=gate, k=k_true + 1, D=1)
+    Gj = jax.tree.map(lambda a: None if a is None else jnp.asarray(a), G)
     nodes, weights = np.polynomial.legendre.leggauss(quad_points)
     xq = jnp.asarray(nodes)[:, None]
     sw = jnp.sqrt(jnp.asarray(weights) / 2.0)
-    f_true = moe.mean_unchecked(Gj, xq, expert, "linear")
+    f_true = moe.mean_unchecked(Gj, xq, expert, gate)
 
-    @jax.jit
-    def resid(psi):
+    def resid(psi, delta):
         theta = _pair_measure(psi, delta, Gj, spec, atom, center)
         return sw * (estimators._mean(theta, xq, spec) - f_true)
 
-    jac = jax.jit(jax.jacfwd(resid))
+    r_jit, j_jit = jax.jit(resid), jax.jit(jax.jacfwd(resid))
     w = _omega_dim(spec)
-    tg = np.asarray(moe.gate_params("linear", Gj))
+    tg = np.asarray(moe.gate_params(gate, Gj))
     others = [j for j in range(k_true) if j != atom]
     rest0 = np.concatenate([tg[others][:-1].ravel(), np.asarray(G.expert)[others].ravel()])
     rng = np.random.default_rng(seed)
     dirs = list(np.eye(w)) + list(rng.standard_normal((starts, w)))
-    best = np.inf
-    for v in dirs:
-        c = np.zeros(w if center else 0)
-        psi0 = np.concatenate([[float(G.beta0[atom]) - math.log(2)], v, c, rest0])
-        sol = scipy.optimize.least_squares(
-            lambda p: np.asarray(resid(jnp.asarray(p))), psi0,
-            jac=lambda p: np.asarray(jac(jnp.asarray(p))), method="lm",
-            xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=2000)
-        best = min(best, float(np.sum(sol.fun ** 2)))
-    return best
+    out = []
+    for delta in deltas:
+        d = jnp.asarray(float(delta))
+        best = np.inf
+        for v in dirs:
+            psi0 = np.concatenate([[float(G.beta0[atom]) - math.log(2)], v,
+                                   np.zeros(w if center else 0), rest0])
+            sol = scipy.optimize.least_squares(
+                lambda p, d=d: np.asarray(r_jit(jnp.asarray(p), d)), psi0,
+                jac=lambda p, d=d: np.asarray(j_jit(jnp.asarray(p), d)), method="lm",
+                xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=max_nfev)
+            best = min(best, float(np.sum(sol.fun ** 2)))
+            if stop_below is not None and best <= stop_below:
+                break
+        out.append(best)
+    return np.array(out)
+
+
+def modulus(delta: float, *, expert: str, G_true: moe.MixingMeasure | None = None,
+            atom: int = 0, center: bool = True, quad_points: int = 200, starts: int = 4,
+            seed: int = 0) -> float:
+    r"""``m(delta)`` of :func:`modulus_values` at one offset ``delta`` (linear gate)."""
+    delta = _positive_float(delta, "delta")
+    return float(modulus_values(np.array([delta]), expert=expert, G_true=G_true, atom=atom,
+                                center=center, quad_points=quad_points, starts=starts,
+                                seed=seed)[0])
 
 
 def valley_measure(t: float, *, expert: str, G_true: moe.MixingMeasure | None = None,

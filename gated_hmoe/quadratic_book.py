@@ -27,10 +27,8 @@ Shapes: inputs ``D = 1`` throughout (the default truths of :func:`gated_hmoe.moe
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -163,22 +161,6 @@ def split_profile(result, index: int = -1) -> dict:
 
 # ------------------------------------------------------------------ modulus for any gate
 
-def _pair_theta(psi, delta, tg, te, spec):
-    """Free parameters of a 3-atom fit whose atoms 0, 1 sit at omega*_0 + c ± delta u.
-
-    ``psi = (c0, v (w), c (w), eta_2 (P))``: common intercept ``c0`` of the pair, direction
-    ``v`` (normalised), common shift ``c``, expert of the pinned last atom. ``k* = 2``.
-    """
-    w = spec.F - 1 + spec.P
-    c0, v, c, eta2 = psi[0], psi[1: 1 + w], psi[1 + w: 1 + 2 * w], psi[1 + 2 * w:]
-    u = v / jnp.linalg.norm(v)
-    om = jnp.concatenate([tg[0, 1:], te[0]]) + c
-    pair = jnp.stack([om + delta * u, om - delta * u])                   # (2, w)
-    gates = jnp.concatenate([jnp.full((2, 1), c0), pair[:, : spec.F - 1]], 1)
-    experts_ = jnp.concatenate([pair[:, spec.F - 1:], eta2[None]])
-    return jnp.concatenate([gates.reshape(-1), experts_.reshape(-1)])
-
-
 def _modulus_cache_path(cache_dir, payload: dict) -> Path:
     return cache.cache_root(cache_dir) / "quadratic_modulus" / f"{cache.config_key(payload)}.json"
 
@@ -187,18 +169,15 @@ def modulus(deltas, *, expert: str, gate: str, quad_points: int = 200, starts: i
             seed: int = 0, max_nfev: int = 1000, cache_dir=None) -> np.ndarray:
     r"""``m(delta) = min ||f_G - f_{G*}||^2_{L^2(Unif[-1,1])}`` for each ``delta`` in ``deltas``.
 
-    The same definition as :func:`gated_hmoe.experiments.modulus` (true atom 0 of the default
-    truth of ``gate`` split into a pair at ``omega*_0 + c ± delta u``, equal weights, free
-    common centre ``c``, direction ``u``, common intercept and the other atom's expert;
-    ``omega`` = gate parameters without the intercept, then the expert), for any gate class.
-    Minimised with scipy Levenberg-Marquardt on a Gauss-Legendre rule from the coordinate
-    axes and ``starts`` random directions; the smallest value is kept. Results are cached
-    as JSON under ``cache_dir/quadratic_modulus`` (default ``$GATED_HMOE_CACHE``).
+    :func:`gated_hmoe.experiments.modulus_values` for the default truth of ``gate`` (true
+    atom 0 split into a pair at ``omega*_0 + c ± delta u``, equal weights, free common
+    centre ``c``, direction ``u``, common intercept and the other atom's expert; ``omega`` =
+    gate parameters without the intercept, then the expert), from the coordinate axes and
+    ``starts`` random directions, at most ``max_nfev`` evaluations per start. Results are
+    cached as JSON under ``cache_dir/quadratic_modulus`` (default ``$GATED_HMOE_CACHE``).
 
     Returns ``(len(deltas),)``.
     """
-    import scipy.optimize
-
     checks.choice(expert, "expert", moe.EXPERTS)
     checks.choice(gate, "gate", moe.GATES)
     deltas = checks.finite_array(deltas, "deltas", ndim=1).astype(float)
@@ -213,41 +192,10 @@ def modulus(deltas, *, expert: str, gate: str, quad_points: int = 200, starts: i
     if path.exists():
         with open(path) as fh:
             return np.array(json.load(fh)["m"], float)
-
-    G = moe.pin_last(moe.default_truth(expert, gate=gate))
-    spec = estimators.make_spec(expert=expert, gate=gate, k=3, D=1)
-    Gj = jax.tree.map(lambda a: None if a is None else jnp.asarray(a), G)
-    tg = moe.gate_params(gate, Gj)
-    te = Gj.expert
-    nodes, weights = np.polynomial.legendre.leggauss(quad_points)
-    xq = jnp.asarray(nodes)[:, None]
-    sw = jnp.sqrt(jnp.asarray(weights) / 2.0)
-    f_true = moe.mean_unchecked(Gj, xq, expert, gate)
-
-    def resid(psi, delta):
-        theta = _pair_theta(psi, delta, tg, te, spec)
-        return sw * (moe.mean_unchecked(estimators.unpack(theta, spec), xq, expert, gate) - f_true)
-
-    r_jit = jax.jit(resid)
-    j_jit = jax.jit(jax.jacfwd(resid))
-    w = spec.F - 1 + spec.P
-    rng = np.random.default_rng(seed)
-    dirs = list(np.eye(w)) + list(rng.standard_normal((starts, w)))
-    out = []
-    for delta in deltas:
-        d = jnp.asarray(delta)
-        best = np.inf
-        for v in dirs:
-            psi0 = np.concatenate([[float(G.beta0[0]) - math.log(2)], v, np.zeros(w),
-                                   np.asarray(G.expert[1])])
-            sol = scipy.optimize.least_squares(
-                lambda p: np.asarray(r_jit(jnp.asarray(p), d)), psi0,
-                jac=lambda p: np.asarray(j_jit(jnp.asarray(p), d)), method="lm",
-                xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=max_nfev)
-            best = min(best, float(np.sum(sol.fun ** 2)))
-        out.append(best)
-    cache.write_json_atomic(path, {**payload, "m": out})
-    return np.array(out)
+    out = experiments.modulus_values(deltas, expert=expert, gate=gate, quad_points=quad_points,
+                                     starts=starts, seed=seed, max_nfev=max_nfev)
+    cache.write_json_atomic(path, {**payload, "m": out.tolist()})
+    return out
 
 
 def modulus_exponent(deltas, m) -> float:

@@ -197,59 +197,19 @@ class ModulusCurve:
     coef: float
 
 
-def _modulus_solver(expert: str, quad_points: int):
-    """Residual and Jacobian of :func:`gated_hmoe.experiments.modulus`'s problem, jitted once
-    with ``delta`` as an argument (the library function re-traces them at every call)."""
-    G = moe.pin_last(moe.default_truth(expert))
-    spec = estimators.make_spec(expert=expert, k=3, D=1)
-    Gj = jax.tree.map(jnp.asarray, G)
-    nodes, weights = np.polynomial.legendre.leggauss(quad_points)
-    xq = jnp.asarray(nodes)[:, None]
-    sw = jnp.sqrt(jnp.asarray(weights) / 2.0)
-    f_true = moe.mean_unchecked(Gj, xq, expert, "linear")
-
-    def resid(psi, delta):
-        theta = experiments._pair_measure(psi, delta, Gj, spec, 0, True)
-        return sw * (estimators._mean(theta, xq, spec) - f_true)
-
-    return G, spec, jax.jit(resid), jax.jit(jax.jacfwd(resid))
-
-
 def modulus_curve(expert: str, deltas, *, starts: int = 2, quad_points: int = 200,
                   seed: int = 0) -> ModulusCurve:
-    """``m(delta)`` of :func:`gated_hmoe.experiments.modulus` (atom 0 split, free centre, same
-    starts: the coordinate axes and ``starts`` random directions from ``Generator(seed)``,
-    scipy Levenberg-Marquardt at tolerance 1e-15) on a grid of offsets, with the fitted
-    exponent ``m ~ C delta^exponent`` (``nan`` for a single offset or when some ``m <= 1e-28``, zero to
-    machine precision). Compiles the residual once per class; stops trying further
-    directions once a value ``<= 1e-28`` is reached (``m`` cannot be negative)."""
-    import scipy.optimize
-
+    """``m(delta)`` of :func:`gated_hmoe.experiments.modulus_values` (default truth, linear
+    gate, atom 0 split, free centre; directions: the coordinate axes and ``starts`` random
+    ones) on a grid of offsets, with the fitted exponent ``m ~ C delta^exponent`` (``nan``
+    for a single offset or when some ``m <= 1e-28``, zero to machine precision). Stops
+    trying further directions once a value ``<= 1e-28`` is reached."""
     checks.choice(expert, "expert", CLASSES)
     deltas = checks.finite_array(deltas, "deltas", ndim=1)
     if np.any(deltas <= 0):
         raise ValueError("deltas must be positive")
-    G, spec, resid, jac = _modulus_solver(expert, checks.positive_int(quad_points, "quad_points"))
-    w = spec.F - 1 + spec.P
-    tg = np.asarray(moe.gate_params("linear", G))
-    rest0 = np.concatenate([tg[[1]][:-1].ravel(), np.asarray(G.expert)[[1]].ravel()])
-    rng = np.random.default_rng(seed)
-    dirs = list(np.eye(w)) + list(rng.standard_normal((starts, w)))
-    m = []
-    for d in deltas:
-        dj = jnp.asarray(float(d))
-        best = np.inf
-        for v in dirs:
-            psi0 = np.concatenate([[float(G.beta0[0]) - math.log(2)], v, np.zeros(w), rest0])
-            sol = scipy.optimize.least_squares(
-                lambda p, dj=dj: np.asarray(resid(jnp.asarray(p), dj)), psi0,
-                jac=lambda p, dj=dj: np.asarray(jac(jnp.asarray(p), dj)), method="lm",
-                xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=2000)
-            best = min(best, float(np.sum(sol.fun ** 2)))
-            if best <= 1e-28:      # m >= 0: already zero to machine precision
-                break
-        m.append(best)
-    m = np.array(m)
+    m = experiments.modulus_values(deltas, expert=expert, starts=starts, quad_points=quad_points,
+                                   seed=seed, stop_below=1e-28)
     if m.size >= 2 and np.all(m > 1e-28):
         b, a = rates.ols_slope(np.log(deltas), np.log(m))
         return ModulusCurve(expert, deltas, m, float(b), float(math.exp(a)))

@@ -84,6 +84,44 @@ def test_modulus_linear_zero_ridge_quartic():
     assert 1e-7 < m[0] / 0.1 ** 4 < 1e-6
 
 
+def test_modulus_values_is_modulus_at_each_offset_and_stops_at_zero():
+    m = ex.modulus_values([0.1, 0.2], expert="silu", starts=0, quad_points=60)
+    assert m.shape == (2,)
+    assert m.tolist() == [ex.modulus(d, expert="silu", starts=0, quad_points=60) for d in (0.1, 0.2)]
+    # linear experts: the first direction already reaches the valley; stopping changes nothing
+    full = ex.modulus_values([0.2], expert="linear", starts=1, quad_points=60)
+    stop = ex.modulus_values([0.2], expert="linear", starts=1, quad_points=60, stop_below=1e-28)
+    assert full[0] <= 1e-28 and stop[0] <= 1e-28
+
+
+def test_pair_measure_at_zero_offset_is_the_truth_for_every_gate():
+    """With delta = 0 and no shift the split pair reproduces the truth exactly."""
+    import jax.numpy as jnp
+    from gated_hmoe import estimators
+    x = np.linspace(-1, 1, 41)[:, None]
+    for gate in moe.GATES:
+        G = moe.pin_last(moe.default_truth("silu", gate=gate))
+        spec = estimators.make_spec(expert="silu", gate=gate, k=3, D=1)
+        w = spec.F - 1 + spec.P
+        psi = np.concatenate([[G.beta0[0] - math.log(2)], np.ones(w), np.zeros(w), G.expert[1]])
+        Gj = moe.MixingMeasure(*(None if a is None else jnp.asarray(a) for a in G))
+        theta = ex._pair_measure(jnp.asarray(psi), 0.0, Gj, spec, 0, True)
+        f = moe.mean_unchecked(estimators.unpack(theta, spec), jnp.asarray(x), "silu", gate)
+        ref = np.asarray(moe.mean(G, x, expert="silu", gate=gate))
+        assert np.max(np.abs(np.asarray(f) - ref)) < 1e-13
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"deltas": []}, "deltas"), ({"deltas": [0.1, -0.1]}, "deltas"),
+    ({"deltas": [[0.1]]}, "deltas"), ({"gate": "cubic"}, "gate"), ({"expert": "relu"}, "expert"),
+    ({"max_nfev": 0}, "max_nfev"), ({"starts": -1}, "starts"), ({"stop_below": -1.0}, "stop_below"),
+    ({"quad_points": 0}, "quad_points"), ({"atom": 1}, "atom")])
+def test_modulus_values_bad_input(kwargs, match):
+    args = {"deltas": [0.1], "expert": "sigmoid", **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):
+        ex.modulus_values(args.pop("deltas"), **args)
+
+
 def test_bad_input_exits_2(tmp_path, capsys):
     base = ["rates", "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]
     bad = [["--n-min", "0"], ["--k-fit", "1"], ["--expert", "relu"], ["--gate", "cubic"],

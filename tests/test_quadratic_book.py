@@ -24,22 +24,6 @@ def test_sweep_config_rejects_unknown_gate():
         qb.sweep_config("cubic", "sigmoid", 0.1)
 
 
-def test_pair_theta_at_zero_offset_is_the_truth(tmp_path):
-    """With delta = 0 and no shift the pair reproduces the truth exactly (any gate)."""
-    import jax.numpy as jnp
-    from gated_hmoe import estimators
-    for gate in qb.QUADRATIC_GATES:
-        G = moe.pin_last(moe.default_truth("silu", gate=gate))
-        spec = estimators.make_spec(expert="silu", gate=gate, k=3, D=1)
-        tg = moe.gate_params(gate, G)
-        w = spec.F - 1 + spec.P
-        psi = np.concatenate([[G.beta0[0] - math.log(2)], np.ones(w), np.zeros(w), G.expert[1]])
-        theta = qb._pair_theta(jnp.asarray(psi), 0.0, jnp.asarray(tg), jnp.asarray(G.expert), spec)
-        x = np.linspace(-1, 1, 41)[:, None]
-        f = moe.mean_unchecked(estimators.unpack(theta, spec), jnp.asarray(x), "silu", gate)
-        assert np.max(np.abs(np.asarray(f) - np.asarray(moe.mean(G, x, expert="silu", gate=gate)))) < 1e-13
-
-
 @pytest.mark.slow
 def test_modulus_linear_is_zero_and_ridge_exponents_differ_by_gate(tmp_path):
     deltas = np.array([0.1, 0.2])
