@@ -145,7 +145,7 @@ def main():
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--whole-process"]
                               + (["--one-device"] if args.one_device else []),
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=True)
         wholes.append(time.perf_counter() - t0)
     whole = float(np.median(wholes))
     n3 = [r for r in rows if r["n"] == 30000]

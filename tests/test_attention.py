@@ -36,7 +36,7 @@ def dense_loop_reference(p: A.AttentionParams, x: np.ndarray, mask=None) -> np.n
             if p.gate == "G3":
                 k[t] = k[t] * act(x[t] @ wg[h])
             if p.gate == "G2":
-                v[t] = v[t] * (act(x[t] @ wg[h]) if p.granularity == "elementwise" else act(x[t] @ wg[h]))
+                v[t] = v[t] * act(x[t] @ wg[h])     # (d_v,) or (1,): both granularities broadcast
         for i in range(n):
             s = np.array([sum(q[i, c] * k[j, c] for c in range(d_k)) / np.sqrt(d_k) for j in range(n)])
             allowed = np.ones(n, bool) if mask is None else np.asarray(mask[i], bool)

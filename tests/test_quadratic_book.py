@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from gated_hmoe import experiments, moe
+from gated_hmoe import experiments
 from gated_hmoe import quadratic_book as qb
 
 
