@@ -219,8 +219,9 @@ def default_truth(expert: str, *, gate: str = "linear") -> MixingMeasure:
     Gate slopes ``(5, 0)``, intercepts ``(0.5, 0)``. Experts ``(a, b) = (4, -2), (5, 2)``
     for ``linear``/``sigmoid``/``silu``. For ``glu`` (our own analogous choice) the value
     weights are the same ``(c, e) = (4, -2), (5, 2)`` and the multiplicative gates are
-    ``(t, s) = (3, -1), (-2, 1)``. Quadratic gates put the slope into ``A``: monomial
-    ``A = (5, 0)``, ``beta1 = 0``; polynomial ``A = (2, 0)``, ``beta1 = (5, 0)``.
+    ``(t, s) = (3, -1), (-2, 1)``. The monomial gate moves the slope into ``A``:
+    ``A = (5, 0)``, ``beta1 = 0``; the polynomial gate keeps ``beta1 = (5, 0)`` and adds
+    ``A = (2, 0)``.
 
     >>> default_truth("sigmoid").expert.tolist()
     [[4.0, -2.0], [5.0, 2.0]]

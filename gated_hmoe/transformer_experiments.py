@@ -453,7 +453,8 @@ def plot_attention_maps(res: Results, variants=("MHSA", "G1"), *, seed: int = 0,
 
 
 def plot_sink_trace(res: Results, variants=("MHSA", "G1")):
-    """First-token share (largest head of the last layer that has a sink) during training."""
+    """First-token share during training, one panel per layer: at each traced step the
+    largest share among the layer's heads; line = mean over seeds, band = seed range."""
     from gated_hmoe.plots import new_figure
     cfg = res.cfg
     fig, axes = new_figure(cfg.layers, width=4.2 * cfg.layers, height=3.4, squeeze=False)
