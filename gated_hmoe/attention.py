@@ -91,6 +91,10 @@ def activation_fn(name: str):
 def gate_shape(gate: str | None, granularity: str, *, heads: int, d: int, d_k: int,
                d_v: int, d_out: int) -> tuple[int, ...] | None:
     """The shape that ``wg`` must have for a gate position and granularity (``None``: no gate)."""
+    _check_settings(gate, granularity, "sigmoid")
+    heads, d, d_k, d_v, d_out = (checks.positive_int(v, name) for v, name in
+                                 ((heads, "heads"), (d, "d"), (d_k, "d_k"), (d_v, "d_v"),
+                                  (d_out, "d_out")))
     if gate is None:
         return None
     if gate in ("G1", "G2"):
@@ -126,8 +130,10 @@ def init_params(key: Array, *, d: int, heads: int, d_k: int, d_v: int, d_out: in
     d_v = checks.positive_int(d_v, "d_v")
     d_out = checks.positive_int(d_out, "d_out")
     _check_settings(gate, granularity, activation)
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+    if isinstance(scale, bool) or not (isinstance(scale, (int, float, np.integer, np.floating))
+                                       and math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a finite positive number, got {scale!r}")
+    checks.prng_key(key, "key")
     kq, kk, kv, ko, kg = jax.random.split(key, 5)
 
     def normal(k, shape, fan_in):

@@ -76,3 +76,35 @@ def finite_array(value: Any, name: str, *, ndim: int | None = None,
     if bad:
         raise ValueError(f"{name} must contain only finite values (found {bad} non-finite entries)")
     return arr
+
+
+def prng_key(value: Any, name: str, *, batch: bool = False) -> Any:
+    """Return ``value`` if it is a JAX random key (``jax.random.key(seed)``, or a legacy raw
+    ``uint32`` key of shape ``(2,)``); with ``batch=True`` a 1-d array of keys
+    (``jax.random.split(key, R)``). Checks dtype and shape only, so it also runs under
+    ``jit``/``vmap``.
+
+    >>> import jax
+    >>> prng_key(jax.random.split(jax.random.key(0), 3), "keys", batch=True).shape
+    (3,)
+    >>> prng_key(0, "key")
+    Traceback (most recent call last):
+    ...
+    TypeError: key must be a JAX random key (jax.random.key(seed)), got int
+    """
+    import jax
+
+    want = "a 1-d array of JAX random keys (jax.random.split(key, R))" if batch \
+        else "a JAX random key (jax.random.key(seed))"
+    dtype, shape = getattr(value, "dtype", None), getattr(value, "shape", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        key_shape = tuple(shape)
+    elif dtype == np.uint32 and shape is not None and len(shape) >= 1 and shape[-1] == 2:
+        key_shape = tuple(shape[:-1])
+    else:
+        raise TypeError(f"{name} must be {want}, got {type(value).__name__}"
+                        + (f" of dtype {dtype}" if dtype is not None else ""))
+    if len(key_shape) != (1 if batch else 0):
+        raise ValueError(f"{name} must be {want}, got keys of shape {key_shape}")
+    return value
+

@@ -33,6 +33,7 @@ def standard_draws(key: Array, *, n: int, D: int) -> tuple[Array, Array]:
     >>> x.shape, eps.shape, str(x.dtype)
     ((4, 2), (4,), 'float64')
     """
+    checks.prng_key(key, "key")
     n = checks.positive_int(n, "n")
     D = checks.positive_int(D, "D")
     kx, ke = jax.random.split(key)
@@ -74,6 +75,7 @@ def sample_batch(keys: Array, G: moe.MixingMeasure, *, n: int, noise_var: float,
                  gate: str = "linear") -> tuple[Array, Array]:
     """One data set per key: ``keys: (R,)`` -> ``x: (R, n, D)``, ``y: (R, n)`` (one compiled
     program per shape; the same inputs and noise draws as :func:`sample` with each key)."""
+    checks.prng_key(keys, "keys", batch=True)
     G = moe.validate_measure(G, "G", expert=expert, gate=gate)
     nu = _noise_var(noise_var)
     n = checks.positive_int(n, "n")

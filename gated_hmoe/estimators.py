@@ -75,10 +75,32 @@ def make_spec(*, expert: str, gate: str = "linear", k: int, D: int) -> ModelSpec
 # ------------------------------------------------------------------ packing
 
 def pack(G: moe.MixingMeasure, spec: ModelSpec) -> Array:
-    """Free parameter vector ``theta: (p,)`` of a measure (pinned first; gate of atom k ignored)."""
+    """Free parameter vector ``theta: (p,)`` of a measure (pinned first; gate of atom k ignored).
+    Checks that ``G``'s shapes match ``spec`` (traceable: shapes only)."""
+    _check_measure_shapes(G, spec, "G")
     G = moe.pin_last(jax.tree.map(jnp.asarray, G))
     theta_gate = moe.gate_params(spec.gate, G)[:-1]
     return jnp.concatenate([theta_gate.reshape(-1), jnp.asarray(G.expert).reshape(-1)])
+
+
+def _check_measure_shapes(G, spec: ModelSpec, name: str) -> None:
+    """``G`` must be a MixingMeasure with ``spec.k`` atoms, ``spec.D`` inputs, ``spec.P``
+    expert parameters and a ``quad`` block exactly when the gate is quadratic."""
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"spec must be a ModelSpec (estimators.make_spec), got {type(spec).__name__}")
+    if not isinstance(G, moe.MixingMeasure):
+        raise TypeError(f"{name} must be a MixingMeasure, got {type(G).__name__}")
+    want = {"beta0": (spec.k,), "beta1": (spec.k, spec.D), "expert": (spec.k, spec.P)}
+    if spec.gate != "linear":
+        want["quad"] = (spec.k, spec.D, spec.D)
+    for field, shape in want.items():
+        got = getattr(G, field)
+        if got is None or tuple(np.shape(got)) != shape:
+            raise ValueError(f"{name}.{field} must have shape {shape} for spec (expert={spec.expert!r}, "
+                             f"gate={spec.gate!r}, k={spec.k}, D={spec.D}), got "
+                             f"{None if got is None else tuple(np.shape(got))}")
+    if spec.gate == "linear" and G.quad is not None:
+        raise ValueError(f"{name}.quad must be None for gate='linear'")
 
 
 def unpack(theta: Array, spec: ModelSpec) -> moe.MixingMeasure:
@@ -325,6 +347,7 @@ def _chunking(n: int, limit: int = _CHUNK) -> tuple[int, int]:
 def _mesh(devices: int | None):
     devs = jax.devices()
     if devices is not None:
+        devices = checks.positive_int(devices, "devices")
         if devices > len(devs):
             raise ValueError(f"devices must be <= the {len(devs)} available JAX devices, got {devices}")
         devs = devs[:devices]
@@ -391,7 +414,8 @@ def fit(x, y, theta0, *, spec: ModelSpec, max_iter: int = 500, rtol: float = 1e-
         capacity = checks.positive_int(capacity, "capacity")
         if capacity < n:
             raise ValueError(f"capacity must be >= the number of samples n = {n}, got {capacity}")
-    if not (isinstance(rtol, (int, float)) and math.isfinite(rtol) and rtol > 0):
+    if isinstance(rtol, bool) or not (isinstance(rtol, (int, float)) and math.isfinite(rtol)
+                                      and rtol > 0):
         raise ValueError(f"rtol must be a finite number > 0, got {rtol!r}")
     mesh = _mesh(devices)
     ndev = mesh.devices.size
@@ -460,13 +484,19 @@ def _true_blocks(G_true: moe.MixingMeasure, spec: ModelSpec):
 def initial_thetas(key: Array, G_true: moe.MixingMeasure, spec: ModelSpec, init: InitConfig,
                    replicates: int) -> np.ndarray:
     """Starting points ``(R, p)`` for ``near``/``split``, ``(R, starts, p)`` for ``random``."""
+    checks.prng_key(key, "key")
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"spec must be a ModelSpec (estimators.make_spec), got {type(spec).__name__}")
+    if not isinstance(init, InitConfig):
+        raise TypeError(f"init must be an InitConfig, got {type(init).__name__}")
     init = init.validate()
     R = checks.positive_int(replicates, "replicates")
+    G_true = moe.validate_measure(G_true, "G_true", expert=spec.expert, gate=spec.gate)
+    if G_true.beta1.shape[1] != spec.D:
+        raise ValueError(f"G_true must have input dimension D = {spec.D} to match spec, got "
+                         f"{G_true.beta1.shape[1]}")
     tg, te = _true_blocks(G_true, spec)                     # (k*, F), (k*, P)
     k_true, k = tg.shape[0], spec.k
-    if te.shape[1] != spec.P or tg.shape[1] != spec.F:
-        raise ValueError(f"G_true must have expert dimension {spec.P} and gate dimension "
-                         f"{spec.F} to match the fitted model, got {te.shape[1]} and {tg.shape[1]}")
     if k < k_true:
         raise ValueError(f"k_fit must be >= k_true, got k_fit={k} < k_true={k_true}")
     rng_key = np.asarray(jax.random.key_data(key)).ravel()

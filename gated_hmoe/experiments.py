@@ -50,6 +50,18 @@ SLOPE_ONLY_FIELDS: tuple[str, ...] = ("fit_min", "fit_max")
 METRICS: tuple[str, ...] = ("d1", "d2", "worst_singleton", "worst_overfitted", "V")
 
 
+def _real(value, name: str) -> float:
+    """``value`` as a float if it is a finite real number (Python, numpy or 0-d JAX scalar)."""
+    if isinstance(value, bool) or not (isinstance(value, (int, float, np.integer, np.floating))
+                                       or (hasattr(value, "shape") and np.shape(value) == ()
+                                           and np.issubdtype(np.asarray(value).dtype, np.number))):
+        raise TypeError(f"{name} must be a finite real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    return value
+
+
 def _positive_float(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a finite number > 0, got {type(value).__name__}")
@@ -146,6 +158,14 @@ class SweepConfig:
         if self.init == "split" and self.split_atom >= k_true - 1:
             raise ValueError(f"split_atom must index a non-pinned true atom (< {k_true - 1}), "
                              f"got {self.split_atom}")
+        xs = [n / nu for n, nu in self.grid()]
+        lo, hi = self.slope_range()
+        inside = [x for x in xs if (lo is None or x >= lo * (1 - 1e-9))
+                  and (hi is None or x <= hi * (1 + 1e-9))]
+        if len(inside) < 2:
+            raise ValueError(f"the slope range (fit_min={lo}, fit_max={hi}) must hold at least 2 "
+                             f"of the grid's n/nu values (points={self.points}: "
+                             f"{[float(f'{x:.3g}') for x in xs]}), got {len(inside)}")
         return self
 
     def init_config(self) -> estimators.InitConfig:
@@ -208,6 +228,11 @@ def run_point(config: SweepConfig, n: int, nu: float, *, devices: int | None = N
               capacity: int | None = None) -> dict:
     """Fit all replicates at one grid point; return a JSON-ready dict (no caching).
     ``capacity``: see :func:`gated_hmoe.estimators.fit` (one compiled fit for a whole sweep)."""
+    if not isinstance(config, SweepConfig):
+        raise TypeError(f"config must be a SweepConfig, got {type(config).__name__}")
+    config.validate()
+    n = checks.positive_int(n, "n")
+    nu = _positive_float(nu, "nu")
     G = config.truth()
     D = G.beta1.shape[1]
     R = config.replicates
@@ -266,6 +291,7 @@ class SweepResult:
 
     def losses(self, metric: str) -> np.ndarray:
         """``(points, replicates)`` array of one loss (``nan`` where a fit failed)."""
+        checks.choice(metric, "metric", METRICS + ("d2_r2",))
         return np.array([[r[metric] for r in p["replicates"]] for p in self.points], float)
 
     def overfitted_weights(self) -> np.ndarray:
@@ -444,7 +470,8 @@ def modulus_values(deltas, *, expert: str, gate: str = "linear",
     if G.beta1.shape[1] != 1:
         raise ValueError(f"G_true must have D = 1 (quadrature on [-1, 1]), got D={G.beta1.shape[1]}")
     k_true = G.beta0.shape[0]
-    if not (0 <= atom < k_true - 1):
+    atom = checks.positive_int(atom, "atom", minimum=0)
+    if atom >= k_true - 1:
         raise ValueError(f"atom must index a non-pinned true atom (< {k_true - 1}), got {atom}")
     quad_points = checks.positive_int(quad_points, "quad_points")
     starts = checks.positive_int(starts, "starts", minimum=0)
@@ -515,10 +542,11 @@ def valley_measure(t: float, *, expert: str, G_true: moe.MixingMeasure | None = 
     True
     """
     checks.choice(expert, "expert", moe.EXPERTS)
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
-        raise TypeError(f"t must be a finite real number, got {t!r}")
+    t = _real(t, "t")
+    p = _real(p, "p")
     if not (0 < p < 1):
         raise ValueError(f"p must be in (0, 1), got {p!r}")
+    atom = checks.positive_int(atom, "atom", minimum=0)
     G = moe.default_truth(expert) if G_true is None else moe.validate_measure(
         G_true, "G_true", expert=expert)
     G = jax.tree.map(lambda a: None if a is None else np.asarray(a, float), moe.pin_last(G))
@@ -529,6 +557,8 @@ def valley_measure(t: float, *, expert: str, G_true: moe.MixingMeasure | None = 
     value = slice(D + 1, P) if expert == "glu" else slice(0, P)
     nv = value.stop - value.start
     u = np.ones(nv) if direction is None else checks.finite_array(direction, "direction", shape=(nv,))
+    if not np.any(u != 0):
+        raise ValueError("direction must be a non-zero vector (it is normalised to length 1)")
     u = u / np.linalg.norm(u)
     e1, e2 = G.expert[atom].copy(), G.expert[atom].copy()
     e1[value] += (1 - p) * t * u

@@ -74,6 +74,7 @@ def expert_dim(expert: str, D: int) -> int:
     (2, 4)
     """
     checks.choice(expert, "expert", EXPERTS)
+    D = checks.positive_int(D, "D")
     return 2 * D + 2 if expert == "glu" else D + 1
 
 
@@ -162,6 +163,7 @@ def gate_features(gate: str, x: Array) -> Array:
     ``linear``: ``[1, x]``; ``quadratic-monomial``: ``[1, vec(x x^T)]``;
     ``quadratic-polynomial``: ``[1, x, vec(x x^T)]``.
     """
+    checks.choice(gate, "gate", GATES)
     ones = jnp.ones(x.shape[:-1] + (1,), x.dtype)
     if gate == "linear":
         return jnp.concatenate([ones, x], -1)
@@ -364,8 +366,11 @@ def num_params(k: int, D: int, *, expert: str, gate: str = "linear") -> int:
     >>> num_params(3, 1, expert="sigmoid")
     10
     """
+    k = checks.positive_int(k, "k")
+    P = expert_dim(expert, D)
+    checks.choice(gate, "gate", GATES)
     F = 1 + (0 if gate == "quadratic-monomial" else D) + (0 if gate == "linear" else D * D)
-    return (k - 1) * F + k * expert_dim(expert, D)
+    return (k - 1) * F + k * P
 
 
 __all__ = ["EXPERTS", "GATES", "MixingMeasure", "HierarchicalMeasure", "expert_dim",

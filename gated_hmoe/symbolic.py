@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 import sympy as sp
 
-from gated_hmoe import checks
+from gated_hmoe import attention, checks
 from gated_hmoe.attention import ACTIVATIONS, GATES, GRANULARITIES, AttentionParams
 
 
@@ -284,11 +284,20 @@ def identity_holds(layer: SymbolicLayer, *, entry: Callable[[SymbolicLayer, int,
 
 
 def substitutions(layer: SymbolicLayer, params: AttentionParams, x) -> dict[sp.Symbol, float]:
-    """Map every symbol of ``layer`` to the matching number of ``params`` and ``x: (N, d)``."""
+    """Map every symbol of ``layer`` to the matching number of ``params`` and ``x: (N, d)``.
+    ``params`` must match the layer: gate, granularity, activation and every weight shape."""
     x = checks.finite_array(x, "x", shape=layer.x.shape)
-    if params.gate != layer.gate or params.granularity != layer.granularity:
-        raise ValueError(f"params (gate={params.gate!r}, granularity={params.granularity!r}) "
-                         f"do not match layer (gate={layer.gate!r}, granularity={layer.granularity!r})")
+    attention.validate(params, x)
+    if (params.gate, params.granularity, params.activation) != (
+            layer.gate, layer.granularity, layer.activation):
+        raise ValueError(f"params (gate={params.gate!r}, granularity={params.granularity!r}, "
+                         f"activation={params.activation!r}) do not match layer (gate={layer.gate!r}, "
+                         f"granularity={layer.granularity!r}, activation={layer.activation!r})")
+    for name in ("wq", "wk", "wv", "wo"):
+        want = (layer.heads, *getattr(layer, name)[0].shape)
+        if np.shape(getattr(params, name)) != want:
+            raise ValueError(f"params.{name} must have shape {want} to match the layer, got "
+                             f"{np.shape(getattr(params, name))}")
     subs: dict[sp.Symbol, float] = {}
 
     def put(mat: sp.Matrix, values) -> None:

@@ -178,6 +178,22 @@ def test_bad_init_arguments(kwargs, exc, match):
         A.init_params(jax.random.key(0), **{**base, **kwargs})
 
 
+def test_init_params_key_scale_and_gate_shape_checks():
+    base = dict(d=3, heads=2, d_k=2, d_v=2, d_out=1)
+    with pytest.raises(TypeError, match="key must be a JAX random key"):
+        A.init_params(0, **base)
+    with pytest.raises(ValueError, match="scale must be a finite positive number"):
+        A.init_params(jax.random.key(0), scale=True, **base)
+    p = A.init_params(jax.random.key(0), scale=np.float32(0.5), **base)   # numpy scalars are numbers
+    assert p.wq.shape == (2, 3, 2)
+    with pytest.raises(ValueError, match="gate must be one of"):
+        A.gate_shape("G7", "elementwise", **base)
+    with pytest.raises(ValueError, match="granularity must be one of"):
+        A.gate_shape("G1", "bogus", **base)
+    with pytest.raises(ValueError, match="heads must be an integer >= 1"):
+        A.gate_shape("G1", "elementwise", **{**base, "heads": 0})
+
+
 def test_wrong_gate_weight_shape(params):
     bad = A.AttentionParams(params.wq, params.wk, params.wv, params.wo,
                             wg=jnp.ones((2, 3)), gate="G1", granularity="elementwise")

@@ -203,6 +203,48 @@ def test_bad_input():
         est.make_spec(expert="linear", k=0, D=1)
 
 
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda G, spec: est.initial_thetas(0, G, spec, est.InitConfig("near"), 2), TypeError, "key must be a JAX random key"),
+    (lambda G, spec: est.initial_thetas(jax.random.key(0), G, spec, "near", 2), TypeError, "init must be an InitConfig"),
+    (lambda G, spec: est.initial_thetas(jax.random.key(0), G, None, est.InitConfig("near"), 2), TypeError, "spec must be a ModelSpec"),
+    (lambda G, spec: est.initial_thetas(jax.random.key(0), G._replace(beta0=np.array([np.nan, 0.0])), spec,
+                                        est.InitConfig("near"), 2), ValueError, "G_true.beta0 must contain only finite"),
+    (lambda G, spec: est.initial_thetas(jax.random.key(0), G, est.make_spec(expert="sigmoid", gate="quadratic-monomial", k=2, D=1),
+                                        est.InitConfig("near"), 2), ValueError, "G_true.quad"),
+    (lambda G, spec: est.pack(G, est.make_spec(expert="sigmoid", k=3, D=1)), ValueError, r"G.beta0 must have shape \(3,\)"),
+    (lambda G, spec: est.pack(G, est.make_spec(expert="glu", k=2, D=1)), ValueError, "G.expert must have shape"),
+    (lambda G, spec: est.pack(G, "spec"), TypeError, "spec must be a ModelSpec"),
+])
+def test_bad_input_in_helpers_names_the_argument(call, exc, match):
+    G = moe.default_truth("sigmoid")
+    with pytest.raises(exc, match=match):
+        call(G, est.make_spec(expert="sigmoid", k=2, D=1))
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"devices": 0}, ValueError, "devices must be an integer >= 1"),
+    ({"devices": "1"}, TypeError, "devices must be an integer"),
+    ({"rtol": True}, ValueError, "rtol must be a finite number"),
+])
+def test_fit_rejects_bad_devices_and_rtol(kwargs, exc, match):
+    G, spec, x, y, th0 = _problem(R=2)
+    with pytest.raises(exc, match=match):
+        est.fit(x, y, th0, spec=spec, **kwargs)
+
+
+def test_data_keys_are_checked():
+    G = moe.default_truth("linear")
+    with pytest.raises(ValueError, match=r"keys must be a 1-d array of JAX random keys"):
+        data.sample_batch(jax.random.key(0), G, n=3, noise_var=1.0, expert="linear")
+    with pytest.raises(TypeError, match="key must be a JAX random key"):
+        data.standard_draws(0, n=3, D=1)
+    with pytest.raises(TypeError, match="key must be a JAX random key"):
+        data.sample(0, G, n=3, noise_var=1.0, expert="linear")
+    # legacy raw uint32 keys are keys too
+    x, _ = data.standard_draws(jax.random.PRNGKey(0), n=3, D=1)
+    assert x.shape == (3, 1)
+
+
 SHARD_SCRIPT = textwrap.dedent("""
     import json, jax, numpy as np
     from gated_hmoe import data, estimators as est, moe

@@ -122,6 +122,40 @@ def test_modulus_values_bad_input(kwargs, match):
         ex.modulus_values(args.pop("deltas"), **args)
 
 
+def test_sweep_layer_bad_input():
+    # a slope range without two grid points is an error, not an empty slope table
+    with pytest.raises(ValueError, match="slope range"):
+        ex.SweepConfig(fit_min=1e30).validate()
+    with pytest.raises(ValueError, match="slope range"):
+        ex.SweepConfig(points=1).validate()
+    with pytest.raises(ValueError, match="slope range"):
+        ex.SweepConfig(sweep="noise", n=100, noise_min=1e-8, noise_max=1e-4, points=4).validate()
+    cfg = ex.SweepConfig(expert="linear", n_min=100, n_max=200, points=2, replicates=2)
+    with pytest.raises(ValueError, match="nu must be a finite number > 0"):
+        ex.run_point(cfg, 100, 0.0)
+    with pytest.raises(TypeError, match="config must be a SweepConfig"):
+        ex.run_point({"expert": "linear"}, 100, 1e-6)
+    res = ex.SweepResult(cfg, [], {}, 0.0, {})
+    with pytest.raises(ValueError, match="metric must be one of"):
+        res.losses("worst_overfited")
+    with pytest.raises(ValueError, match="metric must be one of"):
+        ex.upper_slopes({"a": res}, metric="worst_overfited")
+
+
+def test_valley_measure_bad_input():
+    with pytest.raises(ValueError, match="direction must be a non-zero vector"):
+        ex.valley_measure(0.5, expert="linear", direction=[0.0, 0.0])
+    with pytest.raises(TypeError, match="atom must be an integer"):
+        ex.valley_measure(0.5, expert="linear", atom="0")
+    with pytest.raises(TypeError, match="p must be a finite real number"):
+        ex.valley_measure(0.5, expert="linear", p="0.5")
+    with pytest.raises(ValueError, match="t must be a finite real number"):
+        ex.valley_measure(float("inf"), expert="linear")
+    a = ex.valley_measure(np.float32(0.5), expert="linear")   # numpy scalars are numbers
+    b = ex.valley_measure(0.5, expert="linear")
+    assert np.array_equal(a.expert, b.expert)
+
+
 def test_bad_input_exits_2(tmp_path, capsys):
     base = ["rates", "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]
     bad = [["--n-min", "0"], ["--k-fit", "1"], ["--expert", "relu"], ["--gate", "cubic"],

@@ -84,6 +84,14 @@ def test_hierarchical_matches_loop_and_leaf_masses():
 
 
 def test_bad_input_names_argument():
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        moe.num_params(0, 1, expert="linear")
+    with pytest.raises(ValueError, match="gate must be one of"):
+        moe.num_params(2, 1, expert="linear", gate="bogus")
+    with pytest.raises(ValueError, match="D must be an integer >= 1"):
+        moe.expert_dim("glu", -3)
+    with pytest.raises(ValueError, match="gate must be one of"):
+        moe.gate_features("bogus", np.zeros((2, 1)))
     G = moe.default_truth("linear")
     with pytest.raises(ValueError, match="expert"):
         moe.mean(G, np.zeros((2, 1)), expert="relu")

@@ -75,3 +75,12 @@ def test_bad_arguments():
     p0 = A.init_params(jax.random.key(0), d=2, heads=2, d_k=2, d_v=2, d_out=1)
     with pytest.raises(ValueError, match=r"x must have shape \(2, 2\)"):
         S.substitutions(layer, p0, np.ones((3, 2)))
+    one_head = A.init_params(jax.random.key(0), d=2, heads=1, d_k=2, d_v=2, d_out=1)
+    with pytest.raises(ValueError, match=r"params.wq must have shape \(2, 2, 2\)"):
+        S.evaluate(layer, S.attention_matrix(layer), one_head, np.ones((2, 2)))
+    silu = A.init_params(jax.random.key(0), d=2, heads=2, d_k=2, d_v=2, d_out=1, gate="G1",
+                         activation="silu")
+    with pytest.raises(ValueError, match="activation='silu'"):
+        S.substitutions(S.symbolic_layer(gate="G1"), silu, np.ones((2, 2)))
+    with pytest.raises(TypeError, match="params must be an AttentionParams"):
+        S.substitutions(layer, None, np.ones((2, 2)))
