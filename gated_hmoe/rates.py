@@ -56,7 +56,8 @@ def slope(x, losses, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
           x_min: float | None = None, x_max: float | None = None) -> Slope:
     """Rate of ``losses: (m, R)`` (replicates along the last axis) against ``x: (m,)``.
 
-    ``x_min``/``x_max`` restrict the fit to a range of ``x`` (inclusive). Bootstrap:
+    ``x_min``/``x_max`` restrict the fit to a range of ``x`` (inclusive). A median of 0 (an
+    exact fit) has no logarithm: the slope is then ``nan``. Bootstrap:
     ``n_boot`` resamples of the replicates within each ``x`` (numpy ``Generator(seed)``),
     percentile interval at ``level``.
 
@@ -71,9 +72,17 @@ def slope(x, losses, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
     L = np.asarray(losses, dtype=float)
     if L.ndim != 2 or L.shape[0] != x.shape[0]:
         raise ValueError(f"losses must have shape ({x.shape[0]}, R) to match x, got {L.shape}")
+    if L.shape[1] < 1:
+        raise ValueError(f"losses must have at least one replicate per x, got shape {L.shape}")
     if np.any(x <= 0):
         raise ValueError("x must be positive (a log-log slope is fitted)")
+    if np.any(L[np.isfinite(L)] < 0):
+        raise ValueError("losses must be >= 0 (non-finite entries count as failed fits)")
     n_boot = checks.positive_int(n_boot, "n_boot")
+    seed = checks.positive_int(seed, "seed", minimum=0)
+    for name, v in (("level", level), ("x_min", x_min), ("x_max", x_max)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))):
+            raise TypeError(f"{name} must be a real number, got {v!r}")
     if not (0 < level < 1):
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     keep = np.ones(x.shape[0], bool)
@@ -84,6 +93,8 @@ def slope(x, losses, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
     if keep.sum() < 2:
         raise ValueError(f"need at least 2 x-values in [x_min, x_max] to fit a slope, got {int(keep.sum())}")
     x, L = x[keep], L[keep]
+    if np.ptp(x) == 0:
+        raise ValueError(f"need at least 2 distinct x-values to fit a slope, got {x.tolist()}")
     failures = tuple(int(v) for v in np.sum(~np.isfinite(L), axis=1))
     med = _medians(L)
     lx = np.log(x)

@@ -148,9 +148,21 @@ def stacked_input(layer: SymbolicLayer) -> sp.Matrix:
     return layer.x.reshape(layer.x.shape[0] * layer.x.shape[1], 1)
 
 
+def _indices(layer: SymbolicLayer, **idx: int) -> None:
+    """Each index must be an integer in its range: ``h`` heads, ``i``/``j`` tokens, ``l`` value
+    channels, ``m`` output channels (no negative indices: they would wrap silently)."""
+    size = {"h": layer.heads, "i": layer.n_tokens, "j": layer.n_tokens,
+            "l": layer.wv[0].shape[1], "m": layer.wo[0].shape[1]}
+    for name, v in idx.items():
+        v = checks.positive_int(v, name, minimum=0)
+        if v >= size[name]:
+            raise ValueError(f"{name} must be in [0, {size[name]}), got {v}")
+
+
 def score_matrix(layer: SymbolicLayer, h: int, i: int, j: int) -> sp.Matrix:
     """``M^h_ij`` (``Nd x Nd``) with ``s^h_ij = vec(X)^T M^h_ij vec(X)``: block ``(i, j)``
     holds ``W_Q^h W_K^{h T} / sqrt(d_k)``, every other block is zero."""
+    _indices(layer, h=h, i=i, j=j)
     n, d = layer.x.shape
     core = layer.wq[h] * layer.wk[h].T / sp.sqrt(layer.wq[h].shape[1])
     m = sp.zeros(n * d, n * d)
@@ -184,6 +196,7 @@ def _score(layer: SymbolicLayer, h: int, i: int, j: int) -> sp.Expr:
 
 def router_weight(layer: SymbolicLayer, h: int, i: int, j: int) -> sp.Expr:
     """Level-2 router ``pi^h_ij = exp(s^h_ij) / sum_j' exp(s^h_ij')``."""
+    _indices(layer, h=h, i=i, j=j)
     scores = [sp.expand(_score(layer, h, i, jj)) for jj in range(layer.n_tokens)]
     return sp.exp(scores[j]) / sum(sp.exp(s) for s in scores)
 
@@ -191,6 +204,7 @@ def router_weight(layer: SymbolicLayer, h: int, i: int, j: int) -> sp.Expr:
 def leaf_expert(layer: SymbolicLayer, h: int, j: int, l: int) -> sp.Expr:
     """Leaf expert of head ``h``, key token ``j``, value channel ``l``: ``(w^h_{V,l})^T x_j``,
     times ``act(x_j^T w^h_{theta,l})`` under G2 (elementwise) or ``act(x_j^T w^h_theta)`` (headwise)."""
+    _indices(layer, h=h, j=j, l=l)
     act = activation(layer.activation)
     e = (_row(layer, j).T * layer.wv[h][:, l])[0, 0]
     if layer.gate == "G2":
@@ -201,6 +215,7 @@ def leaf_expert(layer: SymbolicLayer, h: int, j: int, l: int) -> sp.Expr:
 
 def channel_weight(layer: SymbolicLayer, h: int, i: int, l: int, m: int) -> sp.Expr:
     """Level-3 router ``(W_O^h)_lm``, times ``act(x_i^T w^h_{theta,l})`` under G1 elementwise."""
+    _indices(layer, h=h, i=i, l=l, m=m)
     w = layer.wo[h][l, m]
     if layer.gate == "G1" and layer.granularity == "elementwise":
         w = w * activation(layer.activation)((_row(layer, i).T * layer.wg[h][:, l])[0, 0])
@@ -210,6 +225,7 @@ def channel_weight(layer: SymbolicLayer, h: int, i: int, l: int, m: int) -> sp.E
 def head_weight(layer: SymbolicLayer, h: int, i: int, m: int) -> sp.Expr:
     """Level-1 router: 1 for MHSA; ``act(x_i^T w^h_theta)`` for G1 headwise;
     ``act(x_i^T w_{theta,m})`` for G5 (the same for every head)."""
+    _indices(layer, h=h, i=i, m=m)
     act = activation(layer.activation)
     if layer.gate == "G1" and layer.granularity == "headwise":
         return act((_row(layer, i).T * layer.wg[h][:, 0])[0, 0])
@@ -220,6 +236,7 @@ def head_weight(layer: SymbolicLayer, h: int, i: int, m: int) -> sp.Expr:
 
 def hmoe_entry(layer: SymbolicLayer, i: int, m: int) -> sp.Expr:
     """``O_im = sum_h g1 sum_j pi^h_ij sum_l g3 E_hjl``: SPEC §2's gate table, entry by entry."""
+    _indices(layer, i=i, m=m)
     d_v = layer.wv[0].shape[1]
     return sum(
         head_weight(layer, h, i, m) * sum(
@@ -232,6 +249,7 @@ def hmoe_entry(layer: SymbolicLayer, i: int, m: int) -> sp.Expr:
 
 def collapsed_entry(layer: SymbolicLayer, i: int, m: int) -> sp.Expr:
     """Level 3 collapsed: ``sum_h g1 sum_j pi^h_ij (c^h_m)^T x_j`` with ``c^h_m = W_V^h W_O^h e_m``."""
+    _indices(layer, i=i, m=m)
     return sum(
         head_weight(layer, h, i, m) * sum(
             router_weight(layer, h, i, j) * ((_row(layer, j).T * layer.wv[h] * layer.wo[h][:, m])[0, 0])

@@ -34,6 +34,19 @@ def test_range_and_bad_input():
         rates.slope(x, L, x_min=1e4)
     with pytest.raises(ValueError, match="x must"):
         rates.slope(-x, L)
+    with pytest.raises(ValueError, match="losses must be >= 0"):
+        rates.slope(x, -L)
+    with pytest.raises(ValueError, match="at least one replicate"):
+        rates.slope(x, np.ones((4, 0)))
+    with pytest.raises(ValueError, match="distinct x-values"):
+        rates.slope(np.ones(4), L)
+    with pytest.raises(TypeError, match="level must be a real number"):
+        rates.slope(x, L, level="0.9")
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        rates.slope(x, L, seed=-1)
+    # failed fits (nan) are kept as +inf, an exact fit (median 0) gives a nan slope
+    assert rates.slope(x, np.where(np.arange(3) == 0, np.nan, L)).failures == (1, 1, 1, 1)
+    assert np.isnan(rates.slope(x, 0.0 * L).slope)
 
 
 def test_deterministic():

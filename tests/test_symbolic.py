@@ -84,3 +84,11 @@ def test_bad_arguments():
         S.substitutions(S.symbolic_layer(gate="G1"), silu, np.ones((2, 2)))
     with pytest.raises(TypeError, match="params must be an AttentionParams"):
         S.substitutions(layer, None, np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"i must be in \[0, 2\)"):
+        S.score_matrix(layer, 0, 2, 0)
+    with pytest.raises(ValueError, match="j must be an integer >= 0"):
+        S.router_weight(layer, 0, 0, -1)
+    with pytest.raises(ValueError, match=r"h must be in \[0, 2\)"):
+        S.head_weight(layer, 99, 0, 0)
+    with pytest.raises(ValueError, match=r"m must be in \[0, 1\)"):
+        S.hmoe_entry(layer, 0, 1)
