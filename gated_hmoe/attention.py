@@ -196,7 +196,13 @@ def validate(params: AttentionParams, x, mask=None) -> None:
             if getattr(params, n) is not None:
                 checks.finite_array(getattr(params, n), f"params.{n}")
         if mask is not None and not isinstance(mask, jax.core.Tracer):
-            if not np.all(np.any(np.asarray(mask, dtype=bool), axis=1)):
+            m = np.asarray(mask)
+            if m.dtype != bool and not np.issubdtype(m.dtype, np.number):
+                raise TypeError(f"mask must be boolean (True: the query may attend to the key), "
+                                f"got dtype {m.dtype}")
+            if m.dtype != bool and not np.all(np.isin(m, (0, 1))):
+                raise ValueError("mask must be boolean or hold only 0 and 1, got other values")
+            if not np.all(np.any(m.astype(bool), axis=1)):
                 raise ValueError("mask must allow at least one key token in every row")
 
 

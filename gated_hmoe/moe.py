@@ -312,6 +312,29 @@ def hierarchical_mean_unchecked(H: HierarchicalMeasure, x: Array, expert: str) -
     return jnp.einsum("ni,nij,nij->n", outer, inner, h)
 
 
+def _hierarchical_shape(H, expert: str | None) -> tuple[int, int, int]:
+    """Check a :class:`HierarchicalMeasure` (types, shapes, finiteness, at least one group and
+    one atom per group; expert dimension when ``expert`` is given); return ``(k1, k2, D)``."""
+    if not isinstance(H, HierarchicalMeasure):
+        raise TypeError(f"H must be a HierarchicalMeasure, got {type(H).__name__}")
+    ob0 = checks.finite_array(H.outer_beta0, "H.outer_beta0", ndim=1)
+    k1 = ob0.shape[0]
+    if k1 < 1:
+        raise ValueError("H must have k1 >= 1 groups, got H.outer_beta0 of shape (0,)")
+    ob1 = checks.finite_array(H.outer_beta1, "H.outer_beta1", ndim=2)
+    D = ob1.shape[1]
+    if ob1.shape[0] != k1 or D < 1:
+        raise ValueError(f"H.outer_beta1 must have shape ({k1}, D) with D >= 1, got {ob1.shape}")
+    b0 = checks.finite_array(H.beta0, "H.beta0", ndim=2)
+    if b0.shape[0] != k1 or b0.shape[1] < 1:
+        raise ValueError(f"H.beta0 must have shape ({k1}, k2) with k2 >= 1, got {b0.shape}")
+    k2 = b0.shape[1]
+    checks.finite_array(H.beta1, "H.beta1", shape=(k1, k2, D))
+    P = None if expert is None else expert_dim(expert, D)
+    checks.finite_array(H.expert, "H.expert", shape=(k1, k2, P))
+    return k1, k2, D
+
+
 def hierarchical_mean(H: HierarchicalMeasure, x, *, expert: str) -> Array:
     """Regression function ``(n,)`` of a two-level hierarchical MoE at ``x: (n, D)``.
 
@@ -325,20 +348,7 @@ def hierarchical_mean(H: HierarchicalMeasure, x, *, expert: str) -> Array:
     True
     """
     checks.choice(expert, "expert", EXPERTS)
-    if not isinstance(H, HierarchicalMeasure):
-        raise TypeError(f"H must be a HierarchicalMeasure, got {type(H).__name__}")
-    ob0 = checks.finite_array(H.outer_beta0, "H.outer_beta0", ndim=1)
-    k1 = ob0.shape[0]
-    ob1 = checks.finite_array(H.outer_beta1, "H.outer_beta1", ndim=2)
-    D = ob1.shape[1]
-    if ob1.shape[0] != k1:
-        raise ValueError(f"H.outer_beta1 must have shape ({k1}, D), got {ob1.shape}")
-    b0 = checks.finite_array(H.beta0, "H.beta0", ndim=2)
-    if b0.shape[0] != k1:
-        raise ValueError(f"H.beta0 must have shape ({k1}, k2), got {b0.shape}")
-    k2 = b0.shape[1]
-    checks.finite_array(H.beta1, "H.beta1", shape=(k1, k2, D))
-    checks.finite_array(H.expert, "H.expert", shape=(k1, k2, expert_dim(expert, D)))
+    D = _hierarchical_shape(H, expert)[2]
     x = checks.finite_array(x, "x", ndim=2)
     if x.shape[1] != D:
         raise ValueError(f"x must have shape (n, {D}) to match H (D={D}), got {x.shape}")
@@ -352,8 +362,8 @@ def leaf_atoms(H: HierarchicalMeasure) -> tuple[np.ndarray, np.ndarray, np.ndarr
     ``mass = exp(outer_beta0_i + beta0_ij)`` (product of ``exp(intercept)`` along the path);
     slopes concatenate the outer and inner gate slopes of the path; ``L = k1 * k2``.
     """
-    k1, k2, P = np.shape(H.expert)
-    D = np.shape(H.outer_beta1)[1]
+    k1, k2, D = _hierarchical_shape(H, None)
+    P = np.shape(H.expert)[2]
     mass = np.exp(np.asarray(H.outer_beta0)[:, None] + np.asarray(H.beta0)).reshape(-1)
     outer = np.broadcast_to(np.asarray(H.outer_beta1)[:, None, :], (k1, k2, D))
     slopes = np.concatenate([outer, np.asarray(H.beta1)], -1).reshape(k1 * k2, 2 * D)

@@ -213,6 +213,16 @@ def test_inconsistent_weights(params):
         A.attention(nan, jnp.ones((2, 3)))
 
 
+def test_mask_values_are_checked(params):
+    x = jnp.ones((2, 3))
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        A.attention(params, x, mask=np.full((2, 2), np.nan))
+    with pytest.raises(TypeError, match="mask must be boolean"):
+        A.attention(params, x, mask=np.full((2, 2), "yes"))
+    np.testing.assert_array_equal(A.attention(params, x, mask=np.tril(np.ones((2, 2)))),
+                                  A.attention(params, x, mask=np.tril(np.ones((2, 2), bool))))
+
+
 def test_bad_mask(params):
     with pytest.raises(ValueError, match=r"mask must have shape \(2, 2\)"):
         A.attention(params, jnp.ones((2, 3)), mask=jnp.ones((3, 3), bool))

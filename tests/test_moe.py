@@ -92,6 +92,12 @@ def test_bad_input_names_argument():
         moe.expert_dim("glu", -3)
     with pytest.raises(ValueError, match="gate must be one of"):
         moe.gate_features("bogus", np.zeros((2, 1)))
+    empty = moe.HierarchicalMeasure(np.zeros(0), np.zeros((0, 1)), np.zeros((0, 2)),
+                                    np.zeros((0, 2, 1)), np.zeros((0, 2, 2)))
+    with pytest.raises(ValueError, match="k1 >= 1"):
+        moe.hierarchical_mean(empty, np.zeros((2, 1)), expert="linear")
+    with pytest.raises(TypeError, match="H must be a HierarchicalMeasure"):
+        moe.leaf_atoms(moe.default_truth("linear"))
     G = moe.default_truth("linear")
     with pytest.raises(ValueError, match="expert"):
         moe.mean(G, np.zeros((2, 1)), expert="relu")
