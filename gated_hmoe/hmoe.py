@@ -172,7 +172,11 @@ def score_quadratic_forms(params: AttentionParams, n_tokens: int) -> Array:
     softmax of quadratic forms in the whole sequence.
     """
     n_tokens = checks.positive_int(n_tokens, "n_tokens")
-    heads, d, d_k = jnp.shape(params.wq)
+    if not isinstance(params, AttentionParams):
+        raise TypeError(f"params must be an AttentionParams, got {type(params).__name__}")
+    wq_shape = jnp.shape(params.wq)
+    validate(params, jnp.zeros((n_tokens, wq_shape[1] if len(wq_shape) == 3 else 1)))  # weights only
+    heads, d, d_k = wq_shape
     core = jnp.einsum("hak,hbk->hab", params.wq, params.wk) / jnp.sqrt(jnp.asarray(d_k, params.wq.dtype))
     eye = jnp.eye(n_tokens, dtype=params.wq.dtype)
     # block (i, j) of M^h_ij holds `core`: M[h,i,j, (p,a), (q,b)] = [p=i][q=j] core[h,a,b]

@@ -1,5 +1,7 @@
 """The attention <-> three-level HMoE identity: property tests over shapes and gates."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,3 +122,15 @@ def test_a_wrong_factor_breaks_the_identity(where):
     t = H.attention_as_hmoe(p, x)
     wrong = t._replace(**{where: -getattr(t, where)})
     assert not np.allclose(H.entries(wrong), A.attention(p, x), rtol=1e-6)
+
+
+def test_score_quadratic_forms_checks_params():
+    with pytest.raises(TypeError, match="params must be an AttentionParams"):
+        H.score_quadratic_forms(None, 2)
+    p = A.init_params(jax.random.key(0), d=3, heads=2, d_k=2, d_v=2, d_out=1)
+    bad = dataclasses.replace(p, wk=p.wk[:, :2])
+    with pytest.raises(ValueError, match="params.wk must have shape"):
+        H.score_quadratic_forms(bad, 2)
+    nan = dataclasses.replace(p, wq=p.wq.at[0, 0, 0].set(jnp.nan))
+    with pytest.raises(ValueError, match="params.wq must contain only finite"):
+        H.score_quadratic_forms(nan, 2)
