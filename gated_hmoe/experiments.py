@@ -48,6 +48,10 @@ UPPER_FIT_MIN: float = 1.7e13
 SLOPE_ONLY_FIELDS: tuple[str, ...] = ("fit_min", "fit_max")
 #: Losses for which slopes are reported (when defined for the configuration).
 METRICS: tuple[str, ...] = ("d1", "d2", "worst_singleton", "worst_overfitted", "V")
+#: Every number stored per replicate (what :meth:`SweepResult.losses` can return).
+REPLICATE_FIELDS: tuple[str, ...] = METRICS + (
+    "d2_r2", "mse_over_noise", "excess_loss", "grad_norm", "decrement_over_noise",
+    "iterations", "converged", "failed")
 
 
 def _real(value, name: str) -> float:
@@ -290,8 +294,9 @@ class SweepResult:
         return np.array([p["x"] for p in self.points])
 
     def losses(self, metric: str) -> np.ndarray:
-        """``(points, replicates)`` array of one loss (``nan`` where a fit failed)."""
-        checks.choice(metric, "metric", METRICS + ("d2_r2",))
+        """``(points, replicates)`` array of one per-replicate number (any of
+        :data:`REPLICATE_FIELDS`; losses are ``nan`` where a fit failed)."""
+        checks.choice(metric, "metric", REPLICATE_FIELDS)
         return np.array([[r[metric] for r in p["replicates"]] for p in self.points], float)
 
     def overfitted_weights(self) -> np.ndarray:

@@ -27,6 +27,7 @@ def test_cli_reduced_run_and_resume(tmp_path, capsys):
     res = json.load(open(out / "results.json"))
     assert (out / "rates.png").exists()
     assert res["grid"]["n"] == [100, 200, 400]
+    assert set(ex.REPLICATE_FIELDS) <= set(res["points"][0]["replicates"][0])
     assert res["config"]["init"] == "near" and res["init"]["spread"] == 0.1
     assert {"jax", "numpy", "gated_hmoe"} <= set(res["versions"])
     for p in res["points"]:
@@ -136,6 +137,7 @@ def test_sweep_layer_bad_input():
     with pytest.raises(TypeError, match="config must be a SweepConfig"):
         ex.run_point({"expert": "linear"}, 100, 1e-6)
     res = ex.SweepResult(cfg, [], {}, 0.0, {})
+    assert res.losses("excess_loss").shape == (0,)       # every stored number is a metric
     with pytest.raises(ValueError, match="metric must be one of"):
         res.losses("worst_overfited")
     with pytest.raises(ValueError, match="metric must be one of"):
