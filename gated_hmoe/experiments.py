@@ -54,24 +54,23 @@ REPLICATE_FIELDS: tuple[str, ...] = METRICS + (
     "iterations", "converged", "failed")
 
 
-def _real(value, name: str) -> float:
-    """``value`` as a float if it is a finite real number (Python, numpy or 0-d JAX scalar)."""
-    if isinstance(value, bool) or not (isinstance(value, (int, float, np.integer, np.floating))
-                                       or (hasattr(value, "shape") and np.shape(value) == ()
-                                           and np.issubdtype(np.asarray(value).dtype, np.number))):
-        raise TypeError(f"{name} must be a finite real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    return value
+def _real(value, name: str, *, positive: bool = False) -> float:
+    """``value`` as a float if it is a finite real number (Python, numpy or 0-d array
+    scalar), ``> 0`` when ``positive``; else a ``TypeError``/``ValueError`` naming ``name``."""
+    what = "a finite number > 0" if positive else "a finite real number"
+    if isinstance(value, bool) or not (
+            isinstance(value, (int, float, np.integer, np.floating))
+            or (np.shape(value) == () and hasattr(value, "dtype")
+                and np.issubdtype(value.dtype, np.number) and value.dtype != bool)):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v) or (positive and v <= 0):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return v
 
 
 def _positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a finite number > 0, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return _real(value, name, positive=True)
 
 
 @dataclasses.dataclass(frozen=True)
