@@ -130,9 +130,7 @@ def init_params(key: Array, *, d: int, heads: int, d_k: int, d_v: int, d_out: in
     d_v = checks.positive_int(d_v, "d_v")
     d_out = checks.positive_int(d_out, "d_out")
     _check_settings(gate, granularity, activation)
-    if isinstance(scale, bool) or not (isinstance(scale, (int, float, np.integer, np.floating))
-                                       and math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a finite positive number, got {scale!r}")
+    checks.real(scale, "scale", positive=True)
     checks.prng_key(key, "key")
     kq, kk, kv, ko, kg = jax.random.split(key, 5)
 

@@ -7,6 +7,7 @@ a deep JAX trace or a silent NaN.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable
 from typing import Any
@@ -30,6 +31,29 @@ def positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
     return int(value)
+
+
+def real(value: Any, name: str, *, positive: bool = False) -> float:
+    """Return ``value`` as a ``float`` if it is a finite real number (Python, numpy or a 0-d
+    array scalar), ``> 0`` when ``positive``.
+
+    >>> real(0.5, "t")
+    0.5
+    >>> real(0.0, "noise", positive=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: noise must be a finite number > 0, got 0.0
+    """
+    what = "a finite number > 0" if positive else "a finite real number"
+    if isinstance(value, bool) or not (
+            isinstance(value, (numbers.Real, np.integer, np.floating))
+            or (np.shape(value) == () and hasattr(value, "dtype")
+                and np.issubdtype(value.dtype, np.number) and value.dtype != bool)):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v) or (positive and v <= 0):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return v
 
 
 def choice(value: Any, name: str, options: Iterable[Any]) -> Any:

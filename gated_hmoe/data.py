@@ -11,19 +11,10 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gated_hmoe import checks, moe
 
 Array = jax.Array
-
-
-def _noise_var(noise_var) -> float:
-    if isinstance(noise_var, bool) or not isinstance(noise_var, (int, float, np.floating, np.integer)):
-        raise TypeError(f"noise_var must be a real number > 0, got {type(noise_var).__name__}")
-    if not (math.isfinite(noise_var) and noise_var > 0):
-        raise ValueError(f"noise_var must be a finite number > 0, got {noise_var!r}")
-    return float(noise_var)
 
 
 def standard_draws(key: Array, *, n: int, D: int) -> tuple[Array, Array]:
@@ -52,7 +43,7 @@ def sample(key: Array, G: moe.MixingMeasure, *, n: int, noise_var: float, expert
     ((100, 1), (100,))
     """
     G = moe.validate_measure(G, "G", expert=expert, gate=gate)
-    nu = _noise_var(noise_var)
+    nu = checks.real(noise_var, "noise_var", positive=True)
     x, eps = standard_draws(key, n=n, D=G.beta1.shape[1])
     f = moe.mean_unchecked(jax.tree.map(jnp.asarray, G), x, expert, gate)
     return x, f + math.sqrt(nu) * eps
@@ -77,7 +68,7 @@ def sample_batch(keys: Array, G: moe.MixingMeasure, *, n: int, noise_var: float,
     program per shape; the same inputs and noise draws as :func:`sample` with each key)."""
     checks.prng_key(keys, "keys", batch=True)
     G = moe.validate_measure(G, "G", expert=expert, gate=gate)
-    nu = _noise_var(noise_var)
+    nu = checks.real(noise_var, "noise_var", positive=True)
     n = checks.positive_int(n, "n")
     x, eps, f = _draws_and_means_jit(keys, jax.tree.map(jnp.asarray, G), n, G.beta1.shape[1],
                                      expert, gate)

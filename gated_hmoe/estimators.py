@@ -83,11 +83,15 @@ def pack(G: moe.MixingMeasure, spec: ModelSpec) -> Array:
     return jnp.concatenate([theta_gate.reshape(-1), jnp.asarray(G.expert).reshape(-1)])
 
 
+def _check_spec(spec) -> None:
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"spec must be a ModelSpec (estimators.make_spec), got {type(spec).__name__}")
+
+
 def _check_measure_shapes(G, spec: ModelSpec, name: str) -> None:
     """``G`` must be a MixingMeasure with ``spec.k`` atoms, ``spec.D`` inputs, ``spec.P``
     expert parameters and a ``quad`` block exactly when the gate is quadratic."""
-    if not isinstance(spec, ModelSpec):
-        raise TypeError(f"spec must be a ModelSpec (estimators.make_spec), got {type(spec).__name__}")
+    _check_spec(spec)
     if not isinstance(G, moe.MixingMeasure):
         raise TypeError(f"{name} must be a MixingMeasure, got {type(G).__name__}")
     want = {"beta0": (spec.k,), "beta1": (spec.k, spec.D), "expert": (spec.k, spec.P)}
@@ -399,8 +403,7 @@ def fit(x, y, theta0, *, spec: ModelSpec, max_iter: int = 500, rtol: float = 1e-
     >>> bool(res.converged[0]), bool(np.allclose(res.theta[0], pack(G, spec), atol=1e-6))
     (True, True)
     """
-    if not isinstance(spec, ModelSpec):
-        raise TypeError(f"spec must be a ModelSpec (see make_spec), got {type(spec).__name__}")
+    _check_spec(spec)
     x = checks.finite_array(x, "x", ndim=3)
     R, n, D = x.shape
     if D != spec.D:
@@ -414,9 +417,7 @@ def fit(x, y, theta0, *, spec: ModelSpec, max_iter: int = 500, rtol: float = 1e-
         capacity = checks.positive_int(capacity, "capacity")
         if capacity < n:
             raise ValueError(f"capacity must be >= the number of samples n = {n}, got {capacity}")
-    if isinstance(rtol, bool) or not (isinstance(rtol, (int, float)) and math.isfinite(rtol)
-                                      and rtol > 0):
-        raise ValueError(f"rtol must be a finite number > 0, got {rtol!r}")
+    rtol = checks.real(rtol, "rtol", positive=True)
     mesh = _mesh(devices)
     ndev = mesh.devices.size
     pad = (-R) % ndev
@@ -485,8 +486,7 @@ def initial_thetas(key: Array, G_true: moe.MixingMeasure, spec: ModelSpec, init:
                    replicates: int) -> np.ndarray:
     """Starting points ``(R, p)`` for ``near``/``split``, ``(R, starts, p)`` for ``random``."""
     checks.prng_key(key, "key")
-    if not isinstance(spec, ModelSpec):
-        raise TypeError(f"spec must be a ModelSpec (estimators.make_spec), got {type(spec).__name__}")
+    _check_spec(spec)
     if not isinstance(init, InitConfig):
         raise TypeError(f"init must be an InitConfig, got {type(init).__name__}")
     init = init.validate()

@@ -54,25 +54,6 @@ REPLICATE_FIELDS: tuple[str, ...] = METRICS + (
     "iterations", "converged", "failed")
 
 
-def _real(value, name: str, *, positive: bool = False) -> float:
-    """``value`` as a float if it is a finite real number (Python, numpy or 0-d array
-    scalar), ``> 0`` when ``positive``; else a ``TypeError``/``ValueError`` naming ``name``."""
-    what = "a finite number > 0" if positive else "a finite real number"
-    if isinstance(value, bool) or not (
-            isinstance(value, (int, float, np.integer, np.floating))
-            or (np.shape(value) == () and hasattr(value, "dtype")
-                and np.issubdtype(value.dtype, np.number) and value.dtype != bool)):
-        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v) or (positive and v <= 0):
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return v
-
-
-def _positive_float(value, name: str) -> float:
-    return _real(value, name, positive=True)
-
-
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
     """Everything that determines a rate experiment's numbers (hashed for the cache).
@@ -137,21 +118,21 @@ class SweepConfig:
             hi = checks.positive_int(self.n_max, "n_max")
             if hi < lo:
                 raise ValueError(f"n_max must be >= n_min, got n_min={lo}, n_max={hi}")
-            _positive_float(self.noise, "noise")
+            checks.real(self.noise, "noise", positive=True)
         else:
             checks.positive_int(self.n, "n")
-            lo = _positive_float(self.noise_min, "noise_min")
-            hi = _positive_float(self.noise_max, "noise_max")
+            lo = checks.real(self.noise_min, "noise_min", positive=True)
+            hi = checks.real(self.noise_max, "noise_max", positive=True)
             if hi < lo:
                 raise ValueError(f"noise_max must be >= noise_min, got {lo} and {hi}")
         checks.positive_int(self.points, "points")
         checks.positive_int(self.replicates, "replicates")
         checks.positive_int(self.seed, "seed", minimum=0)
         checks.positive_int(self.max_iter, "max_iter")
-        _positive_float(self.rtol, "rtol")
+        checks.real(self.rtol, "rtol", positive=True)
         for name in ("fit_min", "fit_max"):
             if getattr(self, name) is not None:
-                _positive_float(getattr(self, name), name)
+                checks.real(getattr(self, name), name, positive=True)
         self.init_config().validate()
         if self.init == "near" and k_fit != k_true:
             raise ValueError(f"init='near' needs k_fit == k_true (got k_fit={k_fit}, "
@@ -235,7 +216,7 @@ def run_point(config: SweepConfig, n: int, nu: float, *, devices: int | None = N
         raise TypeError(f"config must be a SweepConfig, got {type(config).__name__}")
     config.validate()
     n = checks.positive_int(n, "n")
-    nu = _positive_float(nu, "nu")
+    nu = checks.real(nu, "nu", positive=True)
     G = config.truth()
     D = G.beta1.shape[1]
     R = config.replicates
@@ -478,7 +459,7 @@ def modulus_values(deltas, *, expert: str, gate: str = "linear",
     starts = checks.positive_int(starts, "starts", minimum=0)
     max_nfev = checks.positive_int(max_nfev, "max_nfev")
     if stop_below is not None:
-        stop_below = _positive_float(stop_below, "stop_below")
+        stop_below = checks.real(stop_below, "stop_below", positive=True)
     spec = estimators.make_spec(expert=expert, gate=gate, k=k_true + 1, D=1)
     Gj = jax.tree.map(lambda a: None if a is None else jnp.asarray(a), G)
     nodes, weights = np.polynomial.legendre.leggauss(quad_points)
@@ -519,7 +500,7 @@ def modulus(delta: float, *, expert: str, G_true: moe.MixingMeasure | None = Non
             atom: int = 0, center: bool = True, quad_points: int = 200, starts: int = 4,
             seed: int = 0) -> float:
     r"""``m(delta)`` of :func:`modulus_values` at one offset ``delta`` (linear gate)."""
-    delta = _positive_float(delta, "delta")
+    delta = checks.real(delta, "delta", positive=True)
     return float(modulus_values(np.array([delta]), expert=expert, G_true=G_true, atom=atom,
                                 center=center, quad_points=quad_points, starts=starts,
                                 seed=seed)[0])
@@ -543,8 +524,8 @@ def valley_measure(t: float, *, expert: str, G_true: moe.MixingMeasure | None = 
     True
     """
     checks.choice(expert, "expert", moe.EXPERTS)
-    t = _real(t, "t")
-    p = _real(p, "p")
+    t = checks.real(t, "t")
+    p = checks.real(p, "p")
     if not (0 < p < 1):
         raise ValueError(f"p must be in (0, 1), got {p!r}")
     atom = checks.positive_int(atom, "atom", minimum=0)

@@ -383,7 +383,7 @@ def live_fit(*, expert: str, k: int, n: int, noise: float, spread: float, replic
     n = checks.positive_int(n, "n")
     if n > 1000:
         raise ValueError(f"n must be <= 1000 for a live fit, got {n}")
-    noise = experiments._positive_float(noise, "noise")
+    noise = checks.real(noise, "noise", positive=True)
     G = moe.pin_last(moe.default_truth(expert, gate=gate))
     spec = estimators.make_spec(expert=expert, gate=gate, k=k, D=1)
     key = jax.random.key(seed)

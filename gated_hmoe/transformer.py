@@ -197,7 +197,7 @@ def make_train_config(*, steps: int = 400, batch: int = 16, peak_lr: float = 3e-
     warmup = checks.positive_int(max(1, steps // 10) if warmup is None else warmup, "warmup")
     if warmup > steps:
         raise ValueError(f"warmup must be <= steps, got warmup={warmup}, steps={steps}")
-    peak_lr = positive_float(peak_lr, "peak_lr")
+    peak_lr = checks.real(peak_lr, "peak_lr", positive=True)
     for name, v, lo, hi in (("final_lr_frac", final_lr_frac, 0.0, 1.0),
                             ("weight_decay", weight_decay, 0.0, math.inf),
                             ("b1", b1, 0.0, 1.0), ("b2", b2, 0.0, 1.0)):
@@ -206,16 +206,6 @@ def make_train_config(*, steps: int = 400, batch: int = 16, peak_lr: float = 3e-
             raise ValueError(f"{name} must be a finite number in [{lo}, {hi}], got {v!r}")
     return TrainConfig(steps, batch, float(peak_lr), warmup, float(final_lr_frac),
                        float(weight_decay), float(b1), float(b2))
-
-
-def positive_float(value, name: str) -> float:
-    """``value`` as a float if it is a finite real number ``> 0``, else ``ValueError``/``TypeError``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a finite number > 0, got {value!r} "
-                        f"of type {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 # --------------------------------------------------------------------------------------
@@ -370,7 +360,7 @@ def sample_task(key: Array, *, vocab: int = 32, triggers: int = 3,
     triggers = checks.positive_int(triggers, "triggers")
     if triggers >= vocab:
         raise ValueError(f"triggers must be < vocab, got triggers={triggers}, vocab={vocab}")
-    concentration = positive_float(concentration, "concentration")
+    concentration = checks.real(concentration, "concentration", positive=True)
     return _sample_task(key, vocab, triggers, concentration)
 
 
@@ -665,7 +655,7 @@ def train_runs(keys: Array, n_train, peak_lr, config: ModelConfig, tc: TrainConf
         raise ValueError(f"dc.triggers must be < vocab, got {dc.triggers} >= {config.vocab}")
     for name in ("pool", "n_eval", "trace_every", "n_trace"):
         checks.positive_int(getattr(dc, name), f"dc.{name}")
-    positive_float(dc.concentration, "dc.concentration")
+    checks.real(dc.concentration, "dc.concentration", positive=True)
     if tc.steps % dc.trace_every:
         raise ValueError(f"dc.trace_every must divide tc.steps, got trace_every="
                          f"{dc.trace_every}, steps={tc.steps}")

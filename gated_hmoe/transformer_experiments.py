@@ -104,7 +104,7 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
                           warmup=cfg.warmup)
     if cfg.triggers >= cfg.vocab:
         raise ValueError(f"triggers must be < vocab, got triggers={cfg.triggers}, vocab={cfg.vocab}")
-    tfm.positive_float(cfg.concentration, "concentration")
+    checks.real(cfg.concentration, "concentration", positive=True)
     if not cfg.sizes:
         raise ValueError("sizes must name at least one training-set size")
     for n in cfg.sizes:
@@ -112,7 +112,7 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
         if n > cfg.pool:
             raise ValueError(f"sizes must be <= pool={cfg.pool}, got {n}")
     for lr in cfg.lrs:
-        tfm.positive_float(lr, "lrs")
+        checks.real(lr, "lrs", positive=True)
     for field in ("sink_variants", "curve_variants", "lr_variants"):
         for v in getattr(cfg, field):
             checks.choice(v, field, tfm.VARIANTS)

@@ -182,7 +182,7 @@ def test_init_params_key_scale_and_gate_shape_checks():
     base = dict(d=3, heads=2, d_k=2, d_v=2, d_out=1)
     with pytest.raises(TypeError, match="key must be a JAX random key"):
         A.init_params(0, **base)
-    with pytest.raises(ValueError, match="scale must be a finite positive number"):
+    with pytest.raises(TypeError, match="scale must be a finite number > 0, got bool"):
         A.init_params(jax.random.key(0), scale=True, **base)
     p = A.init_params(jax.random.key(0), scale=np.float32(0.5), **base)   # numpy scalars are numbers
     assert p.wq.shape == (2, 3, 2)

@@ -224,7 +224,7 @@ def test_bad_input_in_helpers_names_the_argument(call, exc, match):
 @pytest.mark.parametrize("kwargs, exc, match", [
     ({"devices": 0}, ValueError, "devices must be an integer >= 1"),
     ({"devices": "1"}, TypeError, "devices must be an integer"),
-    ({"rtol": True}, ValueError, "rtol must be a finite number"),
+    ({"rtol": True}, TypeError, "rtol must be a finite number > 0, got bool"),
 ])
 def test_fit_rejects_bad_devices_and_rtol(kwargs, exc, match):
     G, spec, x, y, th0 = _problem(R=2)
