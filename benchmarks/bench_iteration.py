@@ -15,7 +15,7 @@ vary by up to 2x):
 
 and the cost of single elementwise operations (``exp``, division, ``jax.nn.sigmoid``) per
 element, above that of an addition. It uses the library's internal chunk layout
-(``estimators._chunks``, ``estimators._normal_equations``).
+(``moe_fit.chunks``, ``moe_fit.normal_equations``).
 """
 import argparse
 import functools
@@ -25,7 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gated_hmoe import data, estimators as est, moe
+from gated_hmoe.estimation import init as inits
+from gated_hmoe.estimation import moe_fit as est
+from gated_hmoe.models import data, moe
 
 jax.config.update("jax_enable_x64", True)
 
@@ -54,13 +56,13 @@ def main():
         ap.error(f"--n ({args.n}) must be a multiple of --chunk ({args.chunk})")
     R, n, c = args.replicates, args.n, args.chunk
     m = n // c
-    spec = est.make_spec(expert="sigmoid", k=3, D=1)
+    spec = moe.make_spec(expert="sigmoid", k=3, D=1)
     G = moe.default_truth("sigmoid")
     x, y = data.sample_batch(jax.random.split(jax.random.key(0), R), G, n=n, noise_var=1e-6,
                              expert="sigmoid")
-    theta = est.initial_thetas(jax.random.key(1), G, spec, est.InitConfig("split", 0.1), R)
+    theta = inits.initial_thetas(jax.random.key(1), G, spec, inits.InitConfig("split", 0.1), R)
     xt = jnp.moveaxis(x, -1, 1)
-    chunks = (est._chunks(xt, m, c), est._chunks(y, m, c), est._chunks(jnp.ones_like(y), m, c))
+    chunks = (est.chunks(xt, m, c), est.chunks(y, m, c), est.chunks(jnp.ones_like(y), m, c))
     p1 = spec.num_params + 1
 
     def rows(th, xc, yc, wc):                            # [J w, r]: (R, p+1, c)
@@ -70,7 +72,7 @@ def main():
     def over_chunks(body, init):
         return jax.lax.fori_loop(0, m, body, init)
 
-    normal = jax.jit(lambda th, d: est._normal_equations(th, d, spec))
+    normal = jax.jit(lambda th, d: est.normal_equations(th, d, spec))
     model_jac = jax.jit(lambda th, d: over_chunks(
         lambda i, a: a + jnp.sum(rows(th, d[0][i], d[1][i], d[2][i]), -1), jnp.zeros((R, p1))))
     model = jax.jit(lambda th, d: over_chunks(

@@ -1,4 +1,4 @@
-"""SPEC §7 benchmark: batched LM (gated_hmoe.estimators) vs scipy.optimize.least_squares(lm).
+"""SPEC §7 benchmark: batched LM (gated_hmoe.estimation.moe_fit) vs scipy.optimize.least_squares(lm).
 
 Run by hand (not in CI):  .venv/bin/python benchmarks/bench_lm.py [--baseline-replicates 16]
 [--one-device]. Ours uses one JAX host device per core (as the command line does) unless
@@ -23,7 +23,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.optimize  # noqa: E402
 
-from gated_hmoe import data, estimators as est, moe  # noqa: E402
+from gated_hmoe.estimation import init as inits
+from gated_hmoe.estimation import moe_fit as est
+from gated_hmoe.models import data, moe  # noqa: E402
 
 T_IMPORT = time.perf_counter() - T_START
 NU = 1e-6
@@ -31,10 +33,10 @@ NU = 1e-6
 
 def problem(n, R, seed=0):
     G = moe.default_truth("sigmoid")
-    spec = est.make_spec(expert="sigmoid", k=3, D=1)
+    spec = moe.make_spec(expert="sigmoid", k=3, D=1)
     keys = jax.random.split(jax.random.key(seed), R)
     x, y = data.sample_batch(keys, G, n=n, noise_var=NU, expert="sigmoid")
-    th0 = est.initial_thetas(jax.random.key(seed + 1), G, spec, est.InitConfig("split", 0.1), R)
+    th0 = inits.initial_thetas(jax.random.key(seed + 1), G, spec, inits.InitConfig("split", 0.1), R)
     return spec, np.asarray(x), np.asarray(y), th0
 
 
@@ -104,8 +106,8 @@ def main():
                          "`python -m gated_hmoe` does)")
     args = ap.parse_args()
     if not args.one_device:
-        from gated_hmoe.__main__ import _one_device_per_core
-        _one_device_per_core()               # before the first computation initialises JAX
+        from gated_hmoe.__main__ import one_device_per_core
+        one_device_per_core()               # before the first computation initialises JAX
     if args.whole_process:       # the library's work only: data, compilation, 64 fits
         spec, x, y, th0 = problem(30000, 64)
         r = est.fit(x, y, th0, spec=spec, max_iter=200, rtol=1e-3)

@@ -1,7 +1,7 @@
 """The issue-4 question "a maintained solver or our own loop?": the same fits as
 ``bench_lm.py`` by ``optimistix.LevenbergMarquardt`` (``jax.vmap`` over replicates, one
-compile per n, the library's per-replicate model ``estimators._mean`` with forward-mode
-Jacobians, QR linear solves -- optimistix's defaults) against ``gated_hmoe.estimators.fit``.
+compile per n, the library's per-replicate model ``moe.mean_of_theta`` with forward-mode
+Jacobians, QR linear solves -- optimistix's defaults) against ``gated_hmoe.estimation.moe_fit.fit``.
 
 Run by hand (not in CI; optimistix is not a dependency of the book):
     .venv/bin/pip install optimistix==0.1.0
@@ -26,7 +26,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench_lm import NU, problem  # noqa: E402
-from gated_hmoe import estimators as est  # noqa: E402
+from gated_hmoe.estimation import moe_fit as est  # noqa: E402
+from gated_hmoe.models import moe  # noqa: E402
 
 
 def optx_fits(spec, steps):
@@ -35,9 +36,9 @@ def optx_fits(spec, steps):
     solver = optx.LevenbergMarquardt(rtol=1e-300, atol=1e-300)
 
     def one(theta0, xi, yi):
-        sol = optx.least_squares(lambda t, _: yi - est._mean(t, xi, spec), solver, theta0,
+        sol = optx.least_squares(lambda t, _: yi - moe.mean_of_theta(t, xi, spec), solver, theta0,
                                  max_steps=steps, throw=False)
-        r = yi - est._mean(sol.value, xi, spec)
+        r = yi - moe.mean_of_theta(sol.value, xi, spec)
         return sol.value, jnp.mean(r ** 2), sol.stats["num_steps"]
 
     return jax.jit(jax.vmap(one))
@@ -51,8 +52,8 @@ def main():
     ap.add_argument("--one-device", action="store_true")
     args = ap.parse_args()
     if not args.one_device:
-        from gated_hmoe.__main__ import _one_device_per_core
-        _one_device_per_core()               # before the first computation initialises JAX
+        from gated_hmoe.__main__ import one_device_per_core
+        one_device_per_core()               # before the first computation initialises JAX
     for n in [int(v) for v in args.ns.split(",")]:
         spec, x, y, th0 = problem(n, args.replicates)
         f = optx_fits(spec, args.steps)

@@ -15,7 +15,8 @@ import sys
 _FLAG = "--xla_force_host_platform_device_count"
 
 
-def _one_device_per_core() -> None:
+def one_device_per_core() -> None:
+    """Ask XLA for one host device per usable core unless ``XLA_FLAGS`` already sets a count."""
     flags = os.environ.get("XLA_FLAGS", "")
     if _FLAG in flags:
         return
@@ -24,7 +25,7 @@ def _one_device_per_core() -> None:
 
 
 if __name__ == "__main__":
-    _one_device_per_core()
+    one_device_per_core()
     from gated_hmoe.cli import main
 
     sys.exit(main())

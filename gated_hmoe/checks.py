@@ -68,6 +68,16 @@ def choice(value: Any, name: str, options: Iterable[Any]) -> Any:
     return value
 
 
+def shape_text(shape: tuple[int | None, ...]) -> str:
+    """A shape as Python writes it, ``*`` for axes of any length.
+
+    >>> shape_text((3,)), shape_text((None, 2))
+    ('(3,)', '(*, 2)')
+    """
+    parts = ["*" if s is None else str(s) for s in shape]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+
 def finite_array(value: Any, name: str, *, ndim: int | None = None,
                  shape: tuple[int | None, ...] | None = None) -> np.ndarray:
     """Return ``value`` as a float numpy array after checking rank, shape and finiteness.
@@ -94,8 +104,7 @@ def finite_array(value: Any, name: str, *, ndim: int | None = None,
         raise ValueError(f"{name} must have rank {ndim}, got shape {arr.shape} (rank {arr.ndim})")
     if shape is not None:
         if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
-            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-            raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
+            raise ValueError(f"{name} must have shape {shape_text(shape)}, got {arr.shape}")
     bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
     if bad:
         raise ValueError(f"{name} must contain only finite values (found {bad} non-finite entries)")

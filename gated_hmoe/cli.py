@@ -1,32 +1,251 @@
-"""Command line: ``python -m gated_hmoe <command> ...``.
+"""Command line ``python -m gated_hmoe <command> ...``: the composition root.
 
-Each experiment module contributes one sub-command through a ``register_cli(subparsers)``
-function that adds its parser and sets ``func``; this module only dispatches.
+Each sub-command builds an experiment configuration from its flags, runs it through the
+experiment's cached, resumable runner (:mod:`gated_hmoe.experiments`), writes
+``results.json`` with the configuration and library versions, and draws its figures with
+:mod:`gated_hmoe.viz`. Bad arguments end in one ``error: ...`` line and exit status 2.
+
+- ``rates``: E1 (and E3 with ``--gate``) -- least-squares rates of MoE experts;
+- ``attention-fit``: E2 -- fitted attention layers per gate position;
+- ``transformer``: E4 -- a small transformer with and without gates.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import dataclasses
 import sys
+from pathlib import Path
 
-#: Modules that provide a sub-command (each defines ``register_cli``).
-COMMAND_MODULES: tuple[str, ...] = (
-    "gated_hmoe.experiments",
-    "gated_hmoe.attention_fit",
-    "gated_hmoe.transformer_experiments",
-)
+import matplotlib
+import matplotlib.pyplot as plt
+
+from gated_hmoe.experiments import e1_rates, e2_attention, runner
+from gated_hmoe.experiments import e4_transformer as e4
+from gated_hmoe.models import heads, moe
+from gated_hmoe.viz import attention as viz_attention
+from gated_hmoe.viz import rates as viz_rates
+from gated_hmoe.viz import transformer as viz_transformer
+
+
+def _save(fig, path: Path) -> None:
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ rates (E1, E3)
+
+def rates_config(args) -> e1_rates.SweepConfig:
+    """The :class:`~gated_hmoe.experiments.e1_rates.SweepConfig` of the ``rates`` flags."""
+    true = None
+    if args.true is not None:
+        true = moe.measure_to_dict(moe.load_measure(args.true, expert=args.expert, gate=args.gate))
+    fields = dict(expert=args.expert, gate=args.gate, k_true=args.k_true, k_fit=args.k_fit,
+                  sweep=args.sweep, points=args.points, replicates=args.replicates,
+                  seed=args.seed, init=args.init, spread=args.spread, starts=args.starts,
+                  box=args.box, max_iter=args.max_iter, rtol=args.rtol, true=true,
+                  fit_min=args.fit_min, fit_max=args.fit_max)
+    if args.sweep == "n":
+        fields.update(n_min=args.n_min, n_max=args.n_max, noise=args.noise)
+    else:
+        fields.update(n=args.n, noise_min=args.noise_min, noise_max=args.noise_max)
+    return e1_rates.SweepConfig(**fields).validate()
+
+
+def cli_rates(args) -> int:
+    """``rates``: one E1/E3 sweep; ``DIR/results.json`` and ``DIR/rates.png``."""
+    config = rates_config(args)
+    result = e1_rates.run_sweep(config, cache_dir=args.cache_dir, progress=not args.no_progress,
+                                devices=args.devices)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runner.write_json_atomic(out / "results.json", result.to_dict(), indent=1)
+    _save(viz_rates.rate_figure(result)[0], out / "rates.png")
+    print(f"wrote {out / 'results.json'} and {out / 'rates.png'}")
+    for m, s in result.slopes.items():
+        print(f"  {m:17s} {s.label()}  failures {sum(s.failures)}")
+    failed, fits = result.failure_count()
+    print(f"  total failures {failed} of {fits} fits; fit seconds {result.seconds:.1f}")
+    return 0
+
+
+def add_rates(sub) -> None:
+    p = sub.add_parser("rates", help="E1: least-squares rates of MoE experts (n or noise sweep)",
+                       description=e1_rates.__doc__.split("\n\n")[0])
+    p.add_argument("--expert", default="sigmoid", help=f"one of {moe.EXPERTS}")
+    p.add_argument("--gate", default="linear", help=f"one of {moe.GATES}")
+    p.add_argument("--k-true", type=int, default=2)
+    p.add_argument("--k-fit", type=int, default=2)
+    p.add_argument("--sweep", default="n", help="'n' (sample size) or 'noise' (E1 contrast protocol)")
+    p.add_argument("--n-min", type=int, default=1000)
+    p.add_argument("--n-max", type=int, default=100_000)
+    p.add_argument("--noise", type=float, default=1e-6, help="noise variance for --sweep n")
+    p.add_argument("--n", type=int, default=1000, help="fixed sample size for --sweep noise")
+    p.add_argument("--noise-min", type=float, default=1e-14)
+    p.add_argument("--noise-max", type=float, default=1e-4)
+    p.add_argument("--points", type=int, default=12)
+    p.add_argument("--replicates", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default="near", help="one of ('near', 'split', 'random')")
+    p.add_argument("--spread", type=float, default=0.1)
+    p.add_argument("--starts", type=int, default=8, help="random multi-start count")
+    p.add_argument("--box", type=float, default=6.0, help="random multi-start half-width")
+    p.add_argument("--max-iter", type=int, default=500)
+    p.add_argument("--rtol", type=float, default=1e-3)
+    p.add_argument("--true", default=None, metavar="FILE.json", help="true measure (JSON)")
+    p.add_argument("--fit-min", type=float, default=None, help="slope range: min n/nu")
+    p.add_argument("--fit-max", type=float, default=None, help="slope range: max n/nu")
+    p.add_argument("--devices", type=int, default=None)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cli_rates)
+
+
+# ------------------------------------------------------------------ attention-fit (E2)
+
+def cli_attention_fit(args) -> int:
+    """``attention-fit``: the E2 noise sweep for several positions; ``DIR/results.json`` and
+    ``DIR/attention_fit.png``."""
+    positions = [q.strip() for q in args.positions.split(",") if q.strip()]
+    for q in positions:
+        heads.check_position(q)
+    configs = [e2_attention.FitSweepConfig(
+        position=q, teacher_heads=args.teacher_heads, student_heads=args.student_heads, n=args.n,
+        log10_x_min=args.log10_x_min, log10_x_max=args.log10_x_max, points=args.points,
+        replicates=args.replicates, spread=args.spread, seed=args.seed, max_iter=args.max_iter,
+        rtol=args.rtol).validate() for q in positions]
+    out_dir = Path(args.out)
+    results = {}
+    bar = runner.progress(configs, desc="attention-fit", enabled=not args.no_progress,
+                          unit="position")
+    for cfg in bar:
+        bar.set_postfix(position=cfg.position)
+        results[cfg.position] = e2_attention.run_sweep(cfg, cache_dir=args.cache_dir)
+    metrics = e2_attention.METRICS
+    payload = {"versions": runner.versions(), "positions": {}}
+    for q, res in results.items():
+        payload["positions"][q] = {
+            "config": dataclasses.asdict(res.config), "leaf_class": heads.LEAF_CLASS[q],
+            "x": res.x.tolist(), "seconds": res.seconds, "failures": res.failures(),
+            "slopes": {m: res.slope_record(m) for m in metrics}, "points": res.points}
+    runner.write_json_atomic(out_dir / "results.json", payload)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.4 * len(metrics), 4.8))
+    for ax, m in zip(axes, metrics):
+        if all(payload["positions"][q]["slopes"][m] is not None for q in results):
+            viz_attention.sweep_axes(ax, dict(results), metric=m)
+        ax.set_title(f"E2, n = {args.n}: {m}")
+    fig.tight_layout()
+    _save(fig, out_dir / "attention_fit.png")
+    print(f"wrote {out_dir / 'results.json'} and {out_dir / 'attention_fit.png'}")
+    for q, res in results.items():
+        secs = "no time recorded" if res.seconds is None else f"{res.seconds:.0f} s"
+        secs += " (cached)" if res.cached else ""
+        slopes = payload["positions"][q]["slopes"]
+        text = "; ".join(f"{m} " + ("no slope (< 2 points with n/nu >= FIT_MIN)" if slopes[m] is None
+                                    else res.slope(m).label()) for m in metrics)
+        print(f"  {q:6s} ({heads.LEAF_CLASS[q]}) {text}; failures {res.failures()}; {secs}")
+    return 0
+
+
+def add_attention_fit(sub) -> None:
+    p = sub.add_parser(
+        "attention-fit", help="E2: fitted attention layers, leaf-expert errors vs n/nu",
+        description="E2 noise sweep per gate position (cached per position; an interrupted "
+                    "run resumes at the first unfinished position).")
+    p.add_argument("--positions", default=",".join(heads.POSITIONS),
+                   help=f"comma-separated subset of {heads.POSITIONS}")
+    p.add_argument("--teacher-heads", type=int, default=1)
+    p.add_argument("--student-heads", type=int, default=2)
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--log10-x-min", type=float, default=7.0, help="log10 of the smallest n/nu")
+    p.add_argument("--log10-x-max", type=float, default=17.0, help="log10 of the largest n/nu")
+    p.add_argument("--points", type=int, default=11)
+    p.add_argument("--replicates", type=int, default=12)
+    p.add_argument("--spread", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-iter", type=int, default=200)
+    p.add_argument("--rtol", type=float, default=1.0,
+                   help="stop when the Gauss-Newton decrement is <= rtol * nu (chapter 05: 1.0)")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cli_attention_fit)
+
+
+# ------------------------------------------------------------------ transformer (E4)
+
+def transformer_config(args) -> e4.ExperimentConfig:
+    """The :class:`~gated_hmoe.experiments.e4_transformer.ExperimentConfig` of the
+    ``transformer`` flags: a preset with the flags that were given replacing its fields."""
+    cfg = e4.PRESETS[args.preset]
+    overrides = {k: getattr(args, k) for k in ("seeds", "steps", "d_model", "layers", "heads")
+                 if getattr(args, k) is not None}
+    if args.sizes:
+        overrides["sizes"] = tuple(args.sizes)
+        overrides["pool"] = max(cfg.pool, max(args.sizes))
+    return e4.validate_config(cfg._replace(**overrides))
+
+
+def cli_transformer(args) -> int:
+    """``transformer``: the E4 sweep (cached per run, resumable);
+    ``DIR/transformer_results.json`` and five figures ``DIR/transformer_*.png``."""
+    cfg = transformer_config(args)
+    res = e4.run_experiment(cfg, cache_dir=args.cache_dir, progress=not args.no_progress)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = e4.summary(res)
+    summary["seconds_this_call"] = res.seconds
+    runner.write_json_atomic(out / "transformer_results.json", summary)
+    figures = [
+        ("sinks", lambda: viz_transformer.plot_sinks(e4.sink_table(res), seq_len=cfg.seq_len)),
+        ("learning_curves", lambda: viz_transformer.plot_learning_curves(
+            e4.learning_curves(res), cfg.sizes, res.stack(cfg.curve_variants[0], "bayes_loss"),
+            steps=cfg.steps)),
+        ("stability", lambda: viz_transformer.plot_stability(e4.stability(res)))]
+    if {"MHSA", "G1"} <= set(cfg.sink_variants):
+        figures += [("attention_maps", lambda: viz_transformer.plot_attention_maps(res)),
+                    ("sink_trace", lambda: viz_transformer.plot_sink_trace(res))]
+    for name, draw in figures:
+        _save(draw(), out / f"transformer_{name}.png")
+    print(f"wrote {out / 'transformer_results.json'} and figures "
+          f"({len(res.runs)} runs, {len(res.seconds)} variant groups computed)")
+    return 0
+
+
+def add_transformer(sub) -> None:
+    p = sub.add_parser(
+        "transformer", help="E4: small transformer on Bigram-Backcopy, sinks and learning curves",
+        description="Train the E4 sweep (cached per run, resumable) and write "
+                    "transformer_results.json and figures to --out.")
+    p.add_argument("--preset", choices=sorted(e4.PRESETS), default="chapter")
+    p.add_argument("--out", default="results/transformer", metavar="DIR", help="output folder")
+    p.add_argument("--cache-dir", default=None, help="cache root (default $GATED_HMOE_CACHE)")
+    p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--d-model", dest="d_model", type=int, default=None)
+    p.add_argument("--layers", type=int, default=None)
+    p.add_argument("--heads", type=int, default=None)
+    p.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help="training-set sizes of the learning curves")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cli_transformer)
+
+
+# ------------------------------------------------------------------ the parser
+
+#: The sub-commands, each added by one function.
+COMMANDS = (add_rates, add_attention_fit, add_transformer)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with one sub-parser per experiment module."""
+    """The top-level parser with one sub-parser per experiment."""
     parser = argparse.ArgumentParser(
         prog="python -m gated_hmoe",
-        description="Run the book's experiments from the command line (cached, resumable).",
-    )
+        description="Run the book's experiments from the command line (cached, resumable).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register_cli(sub)
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 
@@ -37,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    matplotlib.use("Agg")                   # figures are written to files
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError) as exc:  # bad input: one clear line, no trace

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gated_hmoe import attention as A
+from gated_hmoe.models import attention as A
 
 VARIANTS = [(g, gr) for g in A.GATES for gr in A.GRANULARITIES
             if gr == "elementwise" or g in ("G1", "G2")]

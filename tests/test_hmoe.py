@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gated_hmoe import attention as A
-from gated_hmoe import hmoe as H
+from gated_hmoe.models import attention as A
+from gated_hmoe.models import hmoe as H
 
 from test_attention import VARIANTS, dense_loop_reference
 
@@ -87,16 +87,6 @@ def test_collapse_refused_when_level_three_depends_on_input(gate, granularity):
         H.collapsed_experts(p, jnp.ones((2, 3)))
 
 
-def test_scores_are_quadratic_forms_of_the_stacked_input():
-    p = A.init_params(jax.random.key(7), d=2, heads=3, d_k=2, d_v=2, d_out=1)
-    x = jax.random.normal(jax.random.key(8), (3, 2))
-    m = H.score_quadratic_forms(p, 3)
-    xbar = x.reshape(-1)
-    s = jnp.einsum("a,hijab,b->hij", xbar, m, xbar)
-    pi = jax.nn.softmax(s, axis=-1)
-    np.testing.assert_allclose(pi, H.attention_as_hmoe(p, x).token_router, rtol=1e-12)
-
-
 def test_entries_rejects_inconsistent_terms():
     p = A.init_params(jax.random.key(0), d=2, heads=2, d_k=2, d_v=2, d_out=1)
     t = H.attention_as_hmoe(p, jnp.ones((3, 2)))
@@ -110,8 +100,6 @@ def test_bad_input_is_rejected_before_tracing():
     p = A.init_params(jax.random.key(0), d=2, heads=2, d_k=2, d_v=2, d_out=1)
     with pytest.raises(ValueError, match="x must have rank 2"):
         H.attention_as_hmoe(p, jnp.ones(2))
-    with pytest.raises(ValueError, match="n_tokens must be an integer >= 1"):
-        H.score_quadratic_forms(p, 0)
 
 
 @pytest.mark.parametrize("where", ["token_router", "channel_router", "experts", "head_router"])
@@ -122,15 +110,3 @@ def test_a_wrong_factor_breaks_the_identity(where):
     t = H.attention_as_hmoe(p, x)
     wrong = t._replace(**{where: -getattr(t, where)})
     assert not np.allclose(H.entries(wrong), A.attention(p, x), rtol=1e-6)
-
-
-def test_score_quadratic_forms_checks_params():
-    with pytest.raises(TypeError, match="params must be an AttentionParams"):
-        H.score_quadratic_forms(None, 2)
-    p = A.init_params(jax.random.key(0), d=3, heads=2, d_k=2, d_v=2, d_out=1)
-    bad = dataclasses.replace(p, wk=p.wk[:, :2])
-    with pytest.raises(ValueError, match="params.wk must have shape"):
-        H.score_quadratic_forms(bad, 2)
-    nan = dataclasses.replace(p, wq=p.wq.at[0, 0, 0].set(jnp.nan))
-    with pytest.raises(ValueError, match="params.wq must contain only finite"):
-        H.score_quadratic_forms(nan, 2)

@@ -1,12 +1,21 @@
-"""Tests for gated_hmoe.identifiability: P1-P4, the exact-fit valley, the Gaussian KL."""
+"""Tests for gated_hmoe.theory.identifiability (P1-P4, the exact-fit valley, the Gaussian
+KL) and its figures in gated_hmoe.viz.theory."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-import sympy as sp
+import matplotlib
 
-from gated_hmoe import identifiability as idf
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import sympy as sp  # noqa: E402
+
+from gated_hmoe.estimation import rates, voronoi  # noqa: E402
+from gated_hmoe.models import moe  # noqa: E402
+from gated_hmoe.theory import identifiability as idf  # noqa: E402
+from gated_hmoe.viz import theory as vt  # noqa: E402
 
 POINT = {"x": 0.5, "x1": 0.5, "x2": -0.3, "beta": 0.7, "beta1": 0.7, "beta2": -0.2,
          "a": 1.3, "a1": 1.3, "a2": 0.4, "b": -0.4}
@@ -133,15 +142,30 @@ def test_quadratic_gates_exact_ranks():
 
 # --- valley and KL -----------------------------------------------------------------------
 
+def _d1(cv):
+    return np.array([voronoi.d1(G, cv.truth) for G in cv.measures])
+
+
 def test_exact_fit_valley():
     deltas = np.logspace(-3, -1, 5)
     for expert in ("linear", "glu"):
         cv = idf.valley_curve(expert, deltas)
-        assert np.all(cv.l2 < 1e-14) and np.all(cv.d1 > 0)
+        assert np.all(cv.l2 < 1e-14) and np.all(_d1(cv) > 0)
     for expert in ("sigmoid", "silu"):
         cv = idf.valley_curve(expert, deltas)
-        assert abs(idf.loglog_slope(deltas, cv.l2) - 2.0) < 0.01
-        assert abs(idf.loglog_slope(deltas, cv.d1) - 2.0) < 1e-9
+        assert abs(rates.loglog_slope(deltas, cv.l2)[0] - 2.0) < 0.01
+        assert abs(rates.loglog_slope(deltas, _d1(cv))[0] - 2.0) < 1e-9
+
+
+def test_valley_curve_splits_the_library_truth():
+    """The chapter's split (p = 0.3, v = (1, -1/2)) of moe.default_truth, for every class."""
+    for expert in idf.EXPERTS:
+        cv = idf.valley_curve(expert, [0.1])
+        truth = moe.default_truth(expert)
+        np.testing.assert_array_equal(cv.truth.expert, truth.expert)
+        want = moe.valley_measure(0.1, expert=expert, p=0.3, direction=(1, -0.5))
+        np.testing.assert_array_equal(cv.measures[0].expert, want.expert)
+        np.testing.assert_array_equal(cv.measures[0].beta0, want.beta0)
 
 
 def test_gaussian_kl():
@@ -153,8 +177,9 @@ def test_gaussian_kl():
 
 
 def test_kl_monte_carlo():
-    G = idf.valley_measure("sigmoid", 0.5)
-    res = idf.kl_monte_carlo("sigmoid", G, idf.TRUTH["ridge"], 4e-8, samples=50_000, seed=1)
+    G = moe.valley_measure(0.5, expert="sigmoid", p=0.3, direction=(1, -0.5))
+    res = idf.kl_monte_carlo("sigmoid", G, moe.default_truth("sigmoid"), 4e-8,
+                             samples=50_000, seed=1)
     assert abs(res.estimate - res.exact) <= 4 * res.std_error
 
 
@@ -184,7 +209,11 @@ def test_bad_input():
     with pytest.raises(TypeError, match="term"):
         idf.p1_residuals("u")
     with pytest.raises(ValueError, match="p"):
-        idf.valley_measure("linear", 0.1, p=1.5)
+        idf.valley_curve("linear", [0.1], p=1.5)
+    with pytest.raises(ValueError, match="deltas"):
+        idf.valley_curve("linear", [0.1, np.inf])
+    with pytest.raises(ValueError, match="expert"):
+        idf.valley_curve("relu", [0.1])
     with pytest.raises(ValueError, match="d"):
         idf.ridge_term("linear", d=0)
 
@@ -193,3 +222,49 @@ def test_high_precision_rank_matches_exact():
     grid = np.linspace(-2.0, 2.0, 41)
     res = idf.family_rank("sigmoid", 2, grid=grid, rtol=1e-30, dps=50)
     assert res.rank == 9 == idf.exact_rank("sigmoid", 2)
+
+
+def test_bools_are_not_numbers():
+    G = moe.default_truth("sigmoid")
+    with pytest.raises(TypeError, match="nu"):
+        idf.kl_monte_carlo("sigmoid", G, G, True, samples=10)
+    with pytest.raises(TypeError, match="rtol"):
+        idf.family_rank("linear", 1, rtol=True)
+    with pytest.raises(TypeError, match="rtol"):
+        idf.numerical_rank(np.ones((3, 2)), rtol=True)
+    with pytest.raises(TypeError, match="deltas"):
+        idf.valley_curve("linear", [True, False])
+    with pytest.raises(TypeError, match="order"):
+        idf.family_rank("linear", True)
+    with pytest.raises(TypeError, match="G_prime"):
+        idf.kl_monte_carlo("sigmoid", G, {"beta0": [0.0]}, 1.0)
+
+
+# --- figures (viz.theory): they draw what they receive ----------------------------------
+
+def test_figures_draw_results():
+    spectra = {e: idf.family_rank(e, 1) for e in ("linear", "sigmoid")}
+    fig, axes = vt.plot_rank_vs_order({"linear": {0: 1, 1: 3}}, exact={"linear": {0: 1, 1: 3}},
+                                      spectra=spectra)
+    assert len(axes) == 2 and "rank 3 of 4" in axes[1].get_legend().get_texts()[0].get_text()
+    deltas = np.logspace(-3, -1, 3)
+    curves = [idf.valley_curve(e, deltas) for e in ("linear", "sigmoid")]
+    fig2, ax = vt.plot_valley(curves, d1=_d1(curves[0]))
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "0 up to round-off" in labels[0] and "slope 2.00" in labels[1]
+    plt.close("all")
+
+
+def test_spectrum_explorer_calls_back():
+    calls = []
+
+    def compute(expert, order):
+        calls.append((expert, order))
+        return idf.family_rank(expert, order)
+
+    box = vt.spectrum_explorer(compute, experts=idf.EXPERTS, max_order=1)
+    assert calls == [("linear", 1)]
+    with pytest.raises(TypeError, match="compute"):
+        vt.spectrum_explorer(None, experts=idf.EXPERTS)
+    assert box.redraw is not None
+    plt.close("all")

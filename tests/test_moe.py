@@ -1,9 +1,11 @@
-"""Mixture-of-experts models: regression function against a python loop, pinning, validation."""
+"""Mixture-of-experts models: regression function against a python loop, pinning, the free
+parameters of a pinned measure, the exact-fit valley, the population distance, validation."""
 
+import jax
 import numpy as np
 import pytest
 
-from gated_hmoe import moe
+from gated_hmoe.models import data, moe
 
 
 def _loop_mean(G, x, expert, gate):
@@ -62,42 +64,15 @@ def test_default_truths_are_pinned():
         assert G.expert.shape == (2, moe.expert_dim(expert, 1))
 
 
-def test_hierarchical_matches_loop_and_leaf_masses():
-    rng = np.random.default_rng(2)
-    k1, k2, D = 2, 3, 1
-    H = moe.HierarchicalMeasure(rng.normal(size=k1), rng.normal(size=(k1, D)),
-                                rng.normal(size=(k1, k2)), rng.normal(size=(k1, k2, D)),
-                                rng.normal(size=(k1, k2, 2)))
-    x = rng.uniform(-1, 1, size=(9, D))
-    ref = np.zeros(9)
-    for i in range(k1):
-        go = np.exp(x @ H.outer_beta1.T + H.outer_beta0)
-        go = go[:, i] / go.sum(1)
-        for j in range(k2):
-            gi = np.exp(np.einsum("nd,jd->nj", x, H.beta1[i]) + H.beta0[i])
-            gi = gi[:, j] / gi.sum(1)
-            ref += go * gi * (1 / (1 + np.exp(-(x @ H.expert[i, j, :D] + H.expert[i, j, D]))))
-    np.testing.assert_allclose(moe.hierarchical_mean(H, x, expert="sigmoid"), ref, rtol=1e-12)
-    mass, slopes, eta = moe.leaf_atoms(H)
-    assert mass.shape == (6,) and slopes.shape == (6, 2) and eta.shape == (6, 2)
-    np.testing.assert_allclose(mass[4], np.exp(H.outer_beta0[1]) * np.exp(H.beta0[1, 1]))
-
-
 def test_bad_input_names_argument():
     with pytest.raises(ValueError, match="k must be an integer >= 1"):
-        moe.num_params(0, 1, expert="linear")
+        moe.make_spec(k=0, D=1, expert="linear")
     with pytest.raises(ValueError, match="gate must be one of"):
-        moe.num_params(2, 1, expert="linear", gate="bogus")
+        moe.make_spec(k=2, D=1, expert="linear", gate="bogus")
     with pytest.raises(ValueError, match="D must be an integer >= 1"):
         moe.expert_dim("glu", -3)
     with pytest.raises(ValueError, match="gate must be one of"):
         moe.gate_features("bogus", np.zeros((2, 1)))
-    empty = moe.HierarchicalMeasure(np.zeros(0), np.zeros((0, 1)), np.zeros((0, 2)),
-                                    np.zeros((0, 2, 1)), np.zeros((0, 2, 2)))
-    with pytest.raises(ValueError, match="k1 >= 1"):
-        moe.hierarchical_mean(empty, np.zeros((2, 1)), expert="linear")
-    with pytest.raises(TypeError, match="H must be a HierarchicalMeasure"):
-        moe.leaf_atoms(moe.default_truth("linear"))
     G = moe.default_truth("linear")
     with pytest.raises(ValueError, match="expert"):
         moe.mean(G, np.zeros((2, 1)), expert="relu")
@@ -119,9 +94,6 @@ def test_bad_input_names_argument():
 
 
 def test_sample_batch_matches_sample_per_key():
-    import jax
-
-    from gated_hmoe import data
     G = moe.default_truth("silu", gate="quadratic-monomial")
     keys = jax.random.split(jax.random.key(5), 3)
     xb, yb = data.sample_batch(keys, G, n=40, noise_var=1e-4, expert="silu",
@@ -133,3 +105,72 @@ def test_sample_batch_matches_sample_per_key():
         np.testing.assert_allclose(yb[i], y, rtol=1e-14, atol=1e-15)
     with pytest.raises(ValueError, match="noise_var"):
         data.sample_batch(keys, G, n=40, noise_var=-1.0, expert="silu", gate="quadratic-monomial")
+
+
+@pytest.mark.parametrize("expert, gate, k, D, p", [
+    ("sigmoid", "linear", 3, 1, 10), ("glu", "linear", 2, 1, 10),
+    ("linear", "quadratic-monomial", 3, 2, 2 * 5 + 3 * 3), ("silu", "quadratic-polynomial", 2, 2, 7 + 6)])
+def test_model_spec_counts_free_parameters(expert, gate, k, D, p):
+    spec = moe.make_spec(expert=expert, gate=gate, k=k, D=D)
+    assert spec.num_params == p
+    assert spec.omega_dim == spec.F - 1 + spec.P
+
+
+def test_validate_measure_checks_against_what_is_given():
+    G = moe.default_truth("sigmoid")
+    assert moe.validate_measure(G, "G").expert.shape == (2, 2)        # everything read off G
+    with pytest.raises(ValueError, match=r"G.beta0 must have shape \(3,\), got \(2,\)"):
+        moe.validate_measure(G, "G", k=3)
+    with pytest.raises(ValueError, match=r"G.beta1 must have shape \(2, 2\)"):
+        moe.validate_measure(G, "G", D=2)
+    with pytest.raises(ValueError, match="G.quad must be None for gate='linear'"):
+        moe.validate_measure(moe.default_truth("sigmoid", gate="quadratic-monomial"), "G",
+                             gate="linear")
+    # traced values: shapes only (no finiteness check on tracers)
+    shapes = jax.jit(lambda b: moe.validate_measure(G._replace(beta0=b), "G", k=2).beta0)
+    assert shapes(np.zeros(2)).shape == (2,)
+
+
+def test_population_distance_of_the_valley():
+    """Zero along the exact valley of linear experts; ~t^4 for ridge experts."""
+    G = moe.default_truth("silu")
+    d = [moe.population_sq_distance(moe.valley_measure(t, expert="silu"), G, expert="silu")
+         for t in (0.05, 0.1)]
+    assert 3.8 < np.log(d[1] / d[0]) / np.log(2) < 4.2
+    assert moe.population_sq_distance(moe.valley_measure(1.0, expert="linear"),
+                                      moe.default_truth("linear"), expert="linear") < 1e-28
+
+
+@pytest.mark.parametrize("expert", ["linear", "glu"])
+def test_valley_is_exact(expert):
+    G = moe.default_truth(expert)
+    x = np.linspace(-1, 1, 201)[:, None]
+    for t in (0.3, 2.0):
+        Gt = moe.valley_measure(t, expert=expert, p=0.3)
+        diff = np.asarray(moe.mean(Gt, x, expert=expert)) - np.asarray(moe.mean(G, x, expert=expert))
+        assert np.max(np.abs(diff)) <= 1e-12
+
+
+@pytest.mark.parametrize("expert", ["sigmoid", "silu"])
+def test_valley_not_exact_for_ridge(expert):
+    G = moe.default_truth(expert)
+    x = np.linspace(-1, 1, 201)[:, None]
+    Gt = moe.valley_measure(1.0, expert=expert)
+    diff = np.asarray(moe.mean(Gt, x, expert=expert)) - np.asarray(moe.mean(G, x, expert=expert))
+    assert np.max(np.abs(diff)) > 1e-4
+
+
+def test_valley_measure_bad_input():
+    with pytest.raises(ValueError, match="direction must be a non-zero vector"):
+        moe.valley_measure(0.5, expert="linear", direction=[0.0, 0.0])
+    with pytest.raises(TypeError, match="atom must be an integer"):
+        moe.valley_measure(0.5, expert="linear", atom="0")
+    with pytest.raises(TypeError, match="p must be a finite real number"):
+        moe.valley_measure(0.5, expert="linear", p="0.5")
+    with pytest.raises(ValueError, match="t must be a finite real number"):
+        moe.valley_measure(float("inf"), expert="linear")
+    a = moe.valley_measure(np.float32(0.5), expert="linear")   # numpy scalars are numbers
+    b = moe.valley_measure(0.5, expert="linear")
+    assert np.array_equal(a.expert, b.expert)
+
+

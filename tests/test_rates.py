@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gated_hmoe import rates
+from gated_hmoe.estimation import rates
 
 
 def test_known_slope_and_interval():
@@ -54,3 +54,19 @@ def test_deterministic():
     x = np.logspace(2, 4, 5)
     L = rng.lognormal(size=(5, 10))
     assert rates.slope(x, L, seed=1) == rates.slope(x, L, seed=1)
+
+
+def test_loglog_slope_and_the_one_slope_format():
+    assert rates.loglog_slope([1.0, 2.0, 4.0], [5.0, 5.0 / 16, 5.0 / 256])[0] == pytest.approx(-4.0)
+    assert np.isnan(rates.loglog_slope([1.0, 2.0], [1.0, 0.0])[0])        # an exact zero
+    with pytest.raises(ValueError, match="x must hold at least 2 distinct values"):
+        rates.loglog_slope([1.0, 1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="y must have shape"):
+        rates.loglog_slope([1.0, 2.0], [1.0])
+    rng = np.random.default_rng(0)
+    x = np.logspace(2, 5, 6)
+    s = rates.slope(x, x[:, None] ** -0.5 * np.exp(0.1 * rng.standard_normal((6, 20))))
+    assert s.label() == "slope " + rates.format_slope(s)
+    assert rates.format_slope((s.slope, *s.ci)) == rates.format_slope(s)
+    undefined = rates.slope(x, np.zeros((6, 3)))
+    assert "undefined" in undefined.label()

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from gated_hmoe import attention as A
-from gated_hmoe import symbolic as S
+from gated_hmoe.models import attention as A
+from gated_hmoe.theory import symbolic as S
 
 from test_attention import VARIANTS
 

@@ -1,19 +1,31 @@
-"""Tests of the small transformer (gated_hmoe.transformer) and its E4 sweep and CLI."""
+"""Tests of the small transformer (gated_hmoe.models.transformer), its task
+(gated_hmoe.models.tasks), its training (gated_hmoe.estimation.training), the E4 sweep
+(gated_hmoe.experiments.e4_transformer), its figures (gated_hmoe.viz.transformer) and CLI."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import warnings
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import pytest
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 import gated_hmoe  # noqa: F401  (float64)
-from gated_hmoe import attention as attn
 from gated_hmoe import cli
-from gated_hmoe import transformer as tfm
-from gated_hmoe import transformer_experiments as tx
+from gated_hmoe.estimation import training
+from gated_hmoe.experiments import e4_transformer as e4
+from gated_hmoe.experiments import runner
+from gated_hmoe.models import attention as attn
+from gated_hmoe.models import tasks
+from gated_hmoe.models import transformer as tfm
+from gated_hmoe.viz import transformer as vt
 
 SMALL = dict(vocab=7, seq_len=6, d_model=8, heads=2, layers=2)
 
@@ -50,7 +62,7 @@ def test_causal_masking():
 
 
 def _reference_logits(p: tfm.TransformerParams, tokens) -> np.ndarray:
-    """Independent numpy forward pass that calls the public gated_hmoe.attention.attention."""
+    """Independent numpy forward pass that calls the public gated_hmoe.models.attention.attention."""
     def ln(x, s, b):
         mu = x.mean(-1, keepdims=True)
         return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-5) * s + b
@@ -89,17 +101,17 @@ def test_gated_and_plain_share_initial_weights():
 
 def test_determinism_and_training_step_lowers_loss():
     c = tfm.make_config(variant="G1", **SMALL)
-    tc = tfm.make_train_config(steps=30, batch=4, peak_lr=1e-2, warmup=3)
-    task = tfm.sample_task(jax.random.key(0), vocab=7, triggers=2)
-    batch = tfm.sample_sequences(jax.random.key(1), task, n_seq=4, seq_len=6)
+    tc = training.make_train_config(steps=30, batch=4, peak_lr=1e-2, warmup=3)
+    task = tasks.sample_task(jax.random.key(0), vocab=7, triggers=2)
+    batch = tasks.sample_sequences(jax.random.key(1), task, n_seq=4, seq_len=6)
     np.testing.assert_array_equal(
-        np.asarray(batch), np.asarray(tfm.sample_sequences(jax.random.key(1), task, n_seq=4, seq_len=6)))
-    s_a = tfm.init_train_state(jax.random.key(2), c, tc)
-    s_b = tfm.init_train_state(jax.random.key(2), c, tc)
+        np.asarray(batch), np.asarray(tasks.sample_sequences(jax.random.key(1), task, n_seq=4, seq_len=6)))
+    s_a = training.init_train_state(jax.random.key(2), c, tc)
+    s_b = training.init_train_state(jax.random.key(2), c, tc)
     losses = []
     for _ in range(12):
-        s_a, la = tfm.train_step(s_a, batch, tc)
-        s_b, lb = tfm.train_step(s_b, batch, tc)
+        s_a, la = training.train_step(s_a, batch, tc)
+        s_b, lb = training.train_step(s_b, batch, tc)
         assert float(la) == float(lb)
         losses.append(float(la))
     for x, y in zip(jax.tree.leaves(s_a.params), jax.tree.leaves(s_b.params)):
@@ -110,12 +122,12 @@ def test_determinism_and_training_step_lowers_loss():
 
 
 def test_bigram_backcopy_data():
-    task = tfm.sample_task(jax.random.key(0), vocab=8, triggers=2)
-    seqs = np.asarray(tfm.sample_sequences(jax.random.key(1), task, n_seq=64, seq_len=12))
+    task = tasks.sample_task(jax.random.key(0), vocab=8, triggers=2)
+    seqs = np.asarray(tasks.sample_sequences(jax.random.key(1), task, n_seq=64, seq_len=12))
     trig = np.asarray(task.is_trigger)
     assert np.all(seqs[:, 0] == 8) and np.all(seqs[:, 1:] < 8)
     assert not np.any(trig[seqs[:, 1]])                          # first token is no trigger
-    copy = np.asarray(tfm.copy_positions(task, jnp.asarray(seqs)))
+    copy = np.asarray(tasks.copy_positions(task, jnp.asarray(seqs)))
     i, j = np.nonzero(copy[:, :-1])
     assert len(i) > 0
     np.testing.assert_array_equal(seqs[i, j + 1], seqs[i, j - 1])  # copy rule
@@ -142,7 +154,7 @@ def test_bad_model_config(kwargs, name):
 ])
 def test_bad_train_config(kwargs, name):
     with pytest.raises((ValueError, TypeError), match=name):
-        tfm.make_train_config(**kwargs)
+        training.make_train_config(**kwargs)
 
 
 def test_bad_runtime_inputs():
@@ -156,62 +168,180 @@ def test_bad_runtime_inputs():
         tfm.logits(p, jnp.zeros(3))                            # floats
     with pytest.raises(TypeError, match="config"):
         tfm.init_params(jax.random.key(0), {"vocab": 3})
-    tc = tfm.make_train_config(steps=4, batch=2, warmup=1)
-    dc = tfm.DataConfig(pool=8, n_eval=4, trace_every=2, n_trace=2)
+    with pytest.raises(ValueError, match="tokens"):
+        tfm.loss(p, jnp.array([[7, 0], [0, 9]]))               # id out of range, any row
+    with pytest.raises(ValueError, match="tokens"):
+        tfm.loss(p, jnp.array([7, 0, 1]))                      # not a batch
+    tc = training.make_train_config(steps=4, batch=2, warmup=1)
+    dc = training.DataConfig(pool=8, n_eval=4, trace_every=2, n_trace=2)
     keys = jax.random.split(jax.random.key(0), 2)
     with pytest.raises(ValueError, match="peak_lr"):
-        tfm.train_runs(keys, np.array([4, 4]), np.array([1e-3, 0.0]), c, tc, dc)
+        training.train_runs(keys, np.array([4, 4]), np.array([1e-3, 0.0]), c, tc, dc)
     with pytest.raises(ValueError, match="n_train"):
-        tfm.train_runs(keys, np.array([4, 99]), np.array([1e-3, 1e-3]), c, tc, dc)
+        training.train_runs(keys, np.array([4, 99]), np.array([1e-3, 1e-3]), c, tc, dc)
+    with pytest.raises(TypeError, match="keys"):
+        training.train_runs(np.array([0, 1]), np.array([4, 4]), np.array([1e-3, 1e-3]), c, tc, dc)
+    with pytest.raises(TypeError, match="tc"):
+        training.train_runs(keys, np.array([4, 4]), np.array([1e-3, 1e-3]), c, {"steps": 4}, dc)
+    state = training.init_train_state(jax.random.key(0), c, tc)
+    with pytest.raises(ValueError, match="tokens"):
+        training.train_step(state, jnp.zeros((2, 9), jnp.int32), tc)  # longer than seq_len
     with pytest.raises(ValueError, match="triggers"):
-        tfm.sample_task(jax.random.key(0), vocab=4, triggers=4)
+        tasks.sample_task(jax.random.key(0), vocab=4, triggers=4)
     with pytest.raises(ValueError, match="sizes"):
-        tx.validate_config(tx.PRESETS["tiny"]._replace(sizes=(8, 64)))
+        e4.validate_config(e4.PRESETS["tiny"]._replace(sizes=(8, 64)))
     with pytest.raises(ValueError, match="curve_variants"):
-        tx.validate_config(tx.PRESETS["tiny"]._replace(curve_variants=("G6",)))
+        e4.validate_config(e4.PRESETS["tiny"]._replace(curve_variants=("G6",)))
 
 
-# ---------------------------------------------------------------- sweep and CLI
+# ---------------------------------------------------------------- sweep, cache, figures, CLI
+
+TINY = e4.PRESETS["tiny"]
 
 
-def test_cli_smoke_and_resume(tmp_path, monkeypatch):
-    cache, out = tmp_path / "cache", tmp_path / "out"
-    args = ["transformer", "--preset", "tiny", "--cache", str(cache), "--out", str(out),
-            "--no-progress"]
-    assert cli.main(args) == 0
-    summary = json.loads((out / "transformer_results.json").read_text())
-    cfg = tx.PRESETS["tiny"]
-    assert set(summary["sink"]) == set(cfg.sink_variants)
-    sink = np.array(summary["sink"]["G1"]["per_head"])
-    assert sink.shape == (cfg.seeds, cfg.layers, cfg.heads)
-    assert np.all((sink > 0) & (sink <= 1))
-    assert (out / "transformer_sinks.png").exists()
-    files = sorted((cache / "transformer").glob("*.json"))
-    assert len(files) == len(tx.run_specs(cfg)) and not list((cache / "transformer").glob("*.tmp"))
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    """The tiny sweep computed once into a fresh cache: ``(cache folder, Results)``."""
+    cache = tmp_path_factory.mktemp("e4cache")
+    return cache, e4.run_experiment(TINY, cache_dir=cache, progress=False)
 
-    # resume: drop the cached runs of one variant; only those are recomputed, bit-identical.
-    before = tx.run_experiment(cfg, cache=cache, progress=False)
-    dropped = [s for s in tx.run_specs(cfg) if s.variant == "G1"]
-    for s in dropped:
-        (cache / "transformer" / f"{tx.run_key(cfg, s)}.json").unlink()
+
+@pytest.fixture
+def spy_compute(monkeypatch):
+    """Every run that ``run_experiment`` computes (rather than loads), in order."""
     computed = []
-    real = tx._compute_group
+    real = e4._compute_group
 
     def spy(c, variant, specs):
         computed.extend(specs)
         return real(c, variant, specs)
 
-    monkeypatch.setattr(tx, "_compute_group", spy)
-    res = tx.run_experiment(cfg, cache=cache, progress=False)
-    assert computed == dropped
-    for s in dropped:  # bit-identical (compared as JSON text: NaN != NaN as floats)
-        assert json.dumps(res.runs[s]) == json.dumps(before.runs[s])
+    monkeypatch.setattr(e4, "_compute_group", spy)
+    return computed
+
+
+def _copy_cache(src, tmp_path):
+    dst = tmp_path / "cache"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _same_runs(a, b, specs):
+    for s in specs:  # bit-identical (compared as JSON text: NaN != NaN as floats)
+        assert json.dumps(a.runs[s]) == json.dumps(b.runs[s]), s
+
+
+def test_sweep_writes_one_entry_per_run(tiny_sweep, tmp_path, spy_compute):
+    cache, before = tiny_sweep
+    store = runner.Store("transformer", cache)
+    specs = e4.run_specs(TINY)
+    files = sorted(store.folder.glob("*.json"))
+    assert len(files) == len(specs) and not list(store.folder.glob("*.tmp"))
+    entry = store.load(e4.run_key(TINY, specs[0]))
+    assert set(entry) == {"spec", "config", "result", "group_seconds", "group_size", "jax"}
+    assert entry["spec"] == list(specs[0])
+    assert set(entry["result"]) == set(training.RunResult._fields)
+    sink = np.array(before.get("G1", 0, field="sink"))
+    assert sink.shape == (TINY.layers, TINY.heads) and np.all((sink > 0) & (sink <= 1))
+    # a cache hit computes nothing and returns the same numbers
+    res = e4.run_experiment(TINY, cache_dir=_copy_cache(cache, tmp_path), progress=False)
+    assert spy_compute == [] and res.seconds == {}
+    _same_runs(res, before, specs)
+
+
+def test_sweep_resumes(tiny_sweep, tmp_path, spy_compute):
+    """Drop the cached runs of one variant: only those are recomputed, bit-identical."""
+    cache = _copy_cache(tiny_sweep[0], tmp_path)
+    before = tiny_sweep[1]
+    store = runner.Store("transformer", cache)
+    dropped = [s for s in e4.run_specs(TINY) if s.variant == "G1"]
+    for s in dropped:
+        store.path(e4.run_key(TINY, s)).unlink()
+    res = e4.run_experiment(TINY, cache_dir=cache, progress=False)
+    assert spy_compute == dropped and set(res.seconds) == {"G1"}
+    _same_runs(res, before, dropped)
+    spy_compute.clear()     # everything cached now: nothing is computed
+    e4.run_experiment(TINY, cache_dir=cache, progress=False)
+    assert spy_compute == []
+
+
+def test_truncated_entries_are_reported_and_recomputed(tiny_sweep, tmp_path, spy_compute):
+    """Half-written entries (here: all runs of G1, which are computed together in one
+    ``vmap``, so the recomputation is bit-identical) are each reported with a CacheWarning
+    naming their path, then recomputed and rewritten whole."""
+    cache = _copy_cache(tiny_sweep[0], tmp_path)
+    before = tiny_sweep[1]
+    store = runner.Store("transformer", cache)
+    broken = [s for s in e4.run_specs(TINY) if s.variant == "G1"]
+    paths = [store.path(e4.run_key(TINY, s)) for s in broken]
+    for path in paths:
+        text = path.read_text()
+        path.write_text(text[: len(text) // 2])
+    with pytest.warns(runner.CacheWarning) as record:
+        res = e4.run_experiment(TINY, cache_dir=cache, progress=False)
+    messages = [str(w.message) for w in record if issubclass(w.category, runner.CacheWarning)]
+    assert len(messages) == len(paths)
+    assert all(str(path) in m for path, m in zip(paths, messages))
+    assert spy_compute == broken
+    _same_runs(res, before, e4.run_specs(TINY))
+    assert [json.loads(path.read_text())["spec"] for path in paths] == [list(s) for s in broken]
+    spy_compute.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", runner.CacheWarning)
+        e4.run_experiment(TINY, cache_dir=cache, progress=False)
+    assert spy_compute == []
+
+
+def test_figures_and_explorer(tiny_sweep):
+    res = tiny_sweep[1]
+    figs = [vt.plot_sinks(e4.sink_table(res), seq_len=TINY.seq_len),
+            vt.plot_sinks(e4.sink_table(res, field="sink_other"), seq_len=TINY.seq_len,
+                          field="sink_other"),
+            vt.plot_learning_curves(e4.learning_curves(res), TINY.sizes,
+                                    res.stack(TINY.curve_variants[0], "bayes_loss"),
+                                    steps=TINY.steps),
+            vt.plot_stability(e4.stability(res)),
+            vt.plot_attention_maps(res), vt.plot_sink_trace(res),
+            vt.run_maps(res, "G1", 0, 1)]
+    assert [len(f.axes) for f in figs] == [TINY.layers, TINY.layers, 1, 1,
+                                           2 * TINY.layers * TINY.heads, TINY.layers,
+                                           TINY.heads + 1]
+    assert figs[0]._suptitle.get_text().startswith("Attention sink: mean weight")
+    plt.close("all")
+    box = vt.maps_explorer(res)
+    variant, layer, seed = box.children[0].children
+    assert variant.options == tuple(zip(TINY.sink_variants, TINY.sink_variants))
+    assert layer.options == (("1", 0),) and seed.value == 0
+    variant.value, seed.value = "G1", 1                       # redraws without error
+    plt.close("all")
+
+
+def test_cli_smoke_and_resume(tiny_sweep, tmp_path, spy_compute):
+    """``python -m gated_hmoe transformer``: summary, five figures, the cache it is given."""
+    cache, out = _copy_cache(tiny_sweep[0], tmp_path), tmp_path / "out"
+    dropped = [s for s in e4.run_specs(TINY) if s.variant == "MHSA"]
+    for s in dropped:
+        runner.Store("transformer", cache).path(e4.run_key(TINY, s)).unlink()
+    args = ["transformer", "--preset", "tiny", "--cache-dir", str(cache), "--out", str(out),
+            "--no-progress"]
+    assert cli.main(args) == 0
+    assert spy_compute == dropped
+    summary = json.loads((out / "transformer_results.json").read_text())
+    assert set(summary["sink"]) == set(TINY.sink_variants)
+    sink = np.array(summary["sink"]["G1"]["per_head"])
+    assert sink.shape == (TINY.seeds, TINY.layers, TINY.heads)
+    assert np.all((sink > 0) & (sink <= 1))
+    assert summary["seconds_this_call"].keys() == {"MHSA"}
+    for name in ("sinks", "learning_curves", "stability", "attention_maps", "sink_trace"):
+        assert (out / f"transformer_{name}.png").exists(), name
+    files = sorted((cache / "transformer").glob("*.json"))
+    assert len(files) == len(e4.run_specs(TINY)) and not list((cache / "transformer").glob("*.tmp"))
     # everything cached now: nothing is computed
-    computed.clear()
-    assert cli.main(args) == 0 and computed == []
+    spy_compute.clear()
+    assert cli.main(args) == 0 and spy_compute == []
 
 
 def test_cli_bad_argument(capsys, tmp_path):
-    code = cli.main(["transformer", "--preset", "tiny", "--seeds", "0", "--cache",
+    code = cli.main(["transformer", "--preset", "tiny", "--seeds", "0", "--cache-dir",
                      str(tmp_path), "--out", str(tmp_path), "--no-progress"])
     assert code == 2 and "seeds" in capsys.readouterr().err

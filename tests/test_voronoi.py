@@ -6,8 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from gated_hmoe import moe, voronoi
-from gated_hmoe.moe import MixingMeasure
+from gated_hmoe.estimation import voronoi
+from gated_hmoe.models import moe
+from gated_hmoe.models.moe import MixingMeasure
 
 
 def _loop_d1_d2(G, Gs, r):
@@ -102,3 +103,15 @@ def test_bad_input():
         voronoi.d1(MixingMeasure(np.zeros(0), np.zeros((0, 1)), np.zeros((0, 2))), G)
     with pytest.raises(ValueError, match="G_true.beta0"):
         voronoi.d1(G, MixingMeasure(np.array([np.inf, 0]), G.beta1, G.expert))
+
+
+def test_one_cell_computation_serves_measures_and_heads():
+    """MoE atoms and attention heads go through the same :func:`voronoi.cells`."""
+    atoms = np.array([[0.1, 0.0], [-0.1, 0.0], [3.0, 1.0]])
+    true = np.array([[0.0, 0.0], [3.0, 1.2]])
+    assign, sizes, err = voronoi.cells(atoms, true)
+    assert assign.tolist() == [0, 0, 1] and sizes.tolist() == [2, 1]
+    np.testing.assert_allclose(err, [0.1, 0.1, 0.2], rtol=1e-12)
+    G = MixingMeasure(np.zeros(3), atoms[:, :1], np.c_[atoms[:, 1], np.zeros(3)])
+    Gs = MixingMeasure(np.zeros(2), true[:, :1], np.c_[true[:, 1], np.zeros(2)])
+    assert voronoi.measure_cells(G, Gs).tolist() == [0, 0, 1]

@@ -1,0 +1,144 @@
+"""The one experiment runner: configuration -> cache key -> resumable atomic cache -> results.
+
+Every experiment (E1-E4) stores what it computes as JSON entries under
+``$GATED_HMOE_CACHE`` (default ``~/.cache/gated_hmoe``) through a :class:`Store`:
+
+- an entry's path is ``<root>/<kind>/<key>.json``, the key a hash of the configuration that
+  produced it (:func:`config_key`), so a changed configuration never reads a stale entry;
+- writes are atomic (a temporary file in the same folder, then ``os.replace``): an
+  interrupted run never leaves a half-written entry, and a restart recomputes only what is
+  missing;
+- an entry that cannot be read back (truncated, corrupt, not JSON) is reported with its
+  path (a :class:`CacheWarning`) and recomputed, never trusted and never fatal.
+
+:func:`versions` is recorded with every result written for a reader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jaxlib
+import numpy as np
+import scipy
+from tqdm.auto import tqdm
+
+from gated_hmoe import __version__
+
+#: The environment variable that moves the cache.
+CACHE_ENV = "GATED_HMOE_CACHE"
+
+
+class CacheWarning(UserWarning):
+    """A cache entry could not be read back and is recomputed."""
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir`` if given, else ``$GATED_HMOE_CACHE``, else ``~/.cache/gated_hmoe``."""
+    if cache_dir is not None:
+        if not isinstance(cache_dir, (str, os.PathLike)):
+            raise TypeError(f"cache_dir must be a path, got {type(cache_dir).__name__}")
+        return Path(cache_dir)
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "gated_hmoe"
+
+
+def config_key(payload: Any, *, length: int = 20) -> str:
+    """Hex digest of a JSON-serialisable configuration (keys sorted): the cache key.
+
+    >>> config_key({"b": 1, "a": [1, 2]}) == config_key({"a": [1, 2], "b": 1})
+    True
+    """
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = None) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (creating parent folders)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=indent)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: str | os.PathLike) -> Any | None:
+    """The JSON value stored at ``path``; ``None`` if there is no file, and ``None`` with a
+    :class:`CacheWarning` naming the path if the file cannot be read back."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:          # JSONDecodeError, UnicodeDecodeError
+        warnings.warn(f"cache entry {path} is unreadable ({type(exc).__name__}: {exc}); "
+                      "recomputing it", CacheWarning, stacklevel=2)
+        return None
+
+
+class Store:
+    """A folder of JSON cache entries of one ``kind`` under the cache root.
+
+    >>> import tempfile
+    >>> s = Store("demo", tempfile.mkdtemp())
+    >>> s.get("k", lambda: {"x": 1}), s.get("k", lambda: {"x": 2})
+    ({'x': 1}, {'x': 1})
+    """
+
+    def __init__(self, kind: str, cache_dir: str | os.PathLike | None = None):
+        if not isinstance(kind, str) or not kind:
+            raise ValueError(f"kind must be a non-empty string, got {kind!r}")
+        self.kind = kind
+        self.folder = cache_root(cache_dir) / kind
+
+    def path(self, key: str) -> Path:
+        """Where the entry ``key`` lives (``key`` may contain ``/`` for sub-folders)."""
+        return self.folder / f"{key}.json"
+
+    def load(self, key: str) -> Any | None:
+        """The stored entry, or ``None`` if it is missing or unreadable (then reported)."""
+        return read_json(self.path(key))
+
+    def save(self, key: str, obj: Any) -> None:
+        """Store ``obj`` atomically."""
+        write_json_atomic(self.path(key), obj, indent=1)
+
+    def get(self, key: str, compute: Callable[[], Any]) -> Any:
+        """The stored entry, or ``compute()`` stored first."""
+        hit = self.load(key)
+        if hit is None:
+            hit = compute()
+            self.save(key, hit)
+        return hit
+
+
+def versions() -> dict:
+    """Library versions recorded with every result."""
+    return {"gated_hmoe": __version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+            "numpy": np.__version__, "scipy": scipy.__version__,
+            "python": platform.python_version()}
+
+
+def progress(iterable, *, desc: str, enabled: bool = True, **kwargs):
+    """A ``tqdm`` progress bar over ``iterable`` (silent when ``enabled`` is false)."""
+    return tqdm(iterable, desc=desc, disable=not enabled, **kwargs)
+
+
+__all__ = ["CACHE_ENV", "CacheWarning", "Store", "cache_root", "config_key", "progress",
+           "read_json", "versions", "write_json_atomic"]

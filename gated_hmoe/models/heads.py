@@ -1,0 +1,192 @@
+r"""Attention layers whose heads are read as atoms of the hierarchical MoE (experiment E2's model).
+
+A *teacher* attention layer with ``H*`` heads generates ``Y = f_teacher(X) + N(0, nu)`` on
+``X ~ Unif[-1, 1]^{N x d}``; a *student* of the same class with ``H > H*`` heads is fitted to
+it (:mod:`gated_hmoe.estimation.head_fit`). This module holds the layer classes, the declared
+teacher, the exact-fit valley of a duplicated head, and the reading of each head as an HMoE
+atom (:func:`head_atoms`), which :mod:`gated_hmoe.estimation.voronoi` matches to the teacher's.
+
+Layer classes (``POSITIONS``), all with ``d_k = d``, ``d_v = d_out = 1`` and the query map
+pinned at ``W_Q = I`` (it removes the ``GL(d)`` redundancy of ``W_Q W_K^T``; for G4 this
+is a restriction of the class, stated in the book):
+
+- ``"MHSA"``: ``O_i = sum_h sum_j pi^h_ij (w_V^h)^T x_j`` -- linear leaves;
+- ``"G1"``, ``"G2"``: the literal gate of arXiv 2505.06708 (sigmoid, elementwise), leaves
+  ``sigma(x_i^T t_h) (w_V^h)^T x_j`` (G1) or ``sigma(x_j^T t_h) (w_V^h)^T x_j`` (G2):
+  GLU type, linear in the value weights;
+- ``"G3"``, ``"G4"``, ``"G5"``: gated keys, queries, output; leaves stay linear;
+- ``"ridge"``: a value activation ("active attention"), leaves
+  ``w_O^h SiLU((w_V^h)^T x_j + b_h)`` -- the ridge form of G1/G2 (SPEC §4), built here from
+  :func:`gated_hmoe.models.attention.attention_weights_unchecked` and a ridge value map.
+
+``W_O^h`` is pinned at 1 where it is redundant with ``w_V^h`` (every class but
+``"ridge"``, where it is the head's mass).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gated_hmoe import checks
+from gated_hmoe.models.attention import (AttentionParams, attention_unchecked,
+                                         attention_weights_unchecked)
+
+Array = jax.Array
+
+POSITIONS: tuple[str, ...] = ("MHSA", "G1", "G2", "ridge", "G3", "G4", "G5")
+#: Leaf class of each position (SPEC §4).
+LEAF_CLASS: dict[str, str] = {"MHSA": "linear", "G1": "GLU", "G2": "GLU", "ridge": "ridge (SiLU)",
+                              "G3": "linear", "G4": "linear", "G5": "linear"}
+
+# Fixed teacher heads (declared values; head 0 is the one the student splits).
+_TEACHER = [
+    {"wk": [[1.6, -0.9], [1.1, 1.9]], "wv": [1.0, -0.8], "b": 0.3, "wo": 1.5,
+     "t": [1.2, -0.7], "wg": [[1.0, -0.5], [0.4, 1.1]]},
+    {"wk": [[-1.2, 0.7], [0.5, -1.5]], "wv": [-0.6, 1.1], "b": -0.4, "wo": -1.2,
+     "t": [-0.9, 1.0], "wg": [[-0.6, 0.8], [1.0, 0.3]]},
+]
+_TEACHER_G5 = [0.8, -1.0]
+#: Number of declared teacher heads.
+MAX_TEACHER_HEADS: int = len(_TEACHER)
+
+
+# ------------------------------------------------------------------ the layer
+
+
+def check_position(position) -> str:
+    """``position`` if it is one of :data:`POSITIONS`, else ``ValueError``."""
+    return checks.choice(position, "position", POSITIONS)
+
+
+def teacher_params(position: str, heads: int = 1) -> dict:
+    """Weights of the teacher layer: a dict of float64 arrays (``heads`` in 1..2).
+
+    Keys: ``wk (H, d, d)``, ``wv (H, d)``, and per position ``t (H, d)`` (G1/G2 gate),
+    ``wg (H, d, d)`` (G3/G4), ``g5 (d,)`` (G5), ``b (H,)`` and ``wo (H,)`` (ridge).
+    """
+    check_position(position)
+    heads = checks.positive_int(heads, "heads")
+    if heads > len(_TEACHER):
+        raise ValueError(f"heads must be <= {len(_TEACHER)} for the declared teacher, got {heads}")
+    hs = _TEACHER[:heads]
+    p = {"wk": np.array([h["wk"] for h in hs]), "wv": np.array([h["wv"] for h in hs])}
+    if position in ("G1", "G2"):
+        p["t"] = np.array([h["t"] for h in hs])
+    if position in ("G3", "G4"):
+        p["wg"] = np.array([h["wg"] for h in hs])
+    if position == "G5":
+        p["g5"] = np.array(_TEACHER_G5)
+    if position == "ridge":
+        p["b"] = np.array([h["b"] for h in hs])
+        p["wo"] = np.array([h["wo"] for h in hs])
+    return {k: np.asarray(v, np.float64) for k, v in p.items()}
+
+
+def to_attention_params(p: dict, position: str) -> AttentionParams:
+    """The :class:`~gated_hmoe.attention.AttentionParams` of a non-ridge layer (``W_Q = I``, ``W_O = 1``)."""
+    wk = jnp.asarray(p["wk"])
+    H, d, _ = wk.shape
+    wq = jnp.broadcast_to(jnp.eye(d, dtype=wk.dtype), (H, d, d))
+    wo = jnp.ones((H, 1, 1), wk.dtype)
+    wv = jnp.asarray(p["wv"])[..., None]
+    gate, wg = None, None
+    if position in ("G1", "G2"):
+        gate, wg = position, jnp.asarray(p["t"])[..., None]
+    elif position in ("G3", "G4"):
+        gate, wg = position, jnp.asarray(p["wg"])
+    elif position == "G5":
+        gate, wg = "G5", jnp.asarray(p["g5"])[:, None]
+    return AttentionParams(wq=wq, wk=wk, wv=wv, wo=wo, wg=wg, gate=gate)
+
+
+def layer_output(p: dict, x: Array, position: str) -> Array:
+    """Output ``(N, 1)`` of the layer with weights ``p`` on one sequence ``x: (N, d)``. Traceable."""
+    if position != "ridge":
+        return attention_unchecked(to_attention_params(p, position), x, None)
+    plain = to_attention_params({"wk": p["wk"], "wv": p["wv"]}, "MHSA")
+    pi = attention_weights_unchecked(plain, x, None)                         # (H, N, N)
+    leaf = jax.nn.silu(jnp.einsum("nd,hd->hn", x, p["wv"]) + p["b"][:, None])  # (H, N)
+    return jnp.einsum("hij,hj,h->i", pi, leaf, p["wo"])[:, None]
+
+
+def batched_output(p: dict, x: Array, position: str) -> Array:
+    """``layer_output`` over a leading sample axis: ``x: (n, N, d) -> (n, N, 1)``."""
+    return jax.vmap(lambda xx: layer_output(p, xx, position))(x)
+
+
+# ------------------------------------------------------------------ exact-fit valley
+
+
+def valley_student(position: str, p: float, *, u=None) -> dict:
+    """Teacher head 0 duplicated, value maps split as ``p w_V`` and ``(1-p) w_V``.
+
+    ``u`` (optional, ``(d,)``): add ``+u`` to the first copy's and ``-u`` to the second
+    copy's value map (a valley direction that is not a mere rescaling). Every other weight
+    is copied. For linear and GLU leaves this student reproduces the teacher exactly; for
+    the ridge form it does not (its value map sits inside the activation).
+    """
+    check_position(position)
+    t = teacher_params(position, 1)
+    s = {k: (np.concatenate([v, v]) if k != "g5" else v.copy()) for k, v in t.items()}
+    u = np.zeros(t["wv"].shape[1]) if u is None else np.asarray(u, float)
+    s["wv"] = np.stack([p * t["wv"][0] + u, (1 - p) * t["wv"][0] - u])
+    return s
+
+
+def max_output_gap(pa: dict, pb: dict, position: str, x) -> float:
+    """``max |f_a(X) - f_b(X)|`` over the sequences ``x: (n, N, d)``."""
+    xa = jnp.asarray(x)
+    return float(jnp.max(jnp.abs(batched_output(pa, xa, position) - batched_output(pb, xa, position))))
+
+
+# ------------------------------------------------------------------ HMoE atoms and Voronoi matching
+
+
+def head_atoms(p: dict, position: str) -> dict:
+    """Each head read as an HMoE atom (numpy; ``H`` heads).
+
+    - ``mass (H,)``: the head's weight -- ``w_O^h`` (ridge) or ``||w_V^h||`` (linear, GLU);
+    - ``router (H, r)``: level-2 score weights ``vec(W_K^h)``, plus the gate weights of
+      G3/G4 (scores) and G1/G2 (``t_h``, the leaf's gate), averaged with weights ``mass``
+      in a cell;
+    - ``leaf (H, l)``: the leaf's shape -- ``w_V^h / ||w_V^h||`` (linear, GLU) or
+      ``(w_V^h, b_h)`` (ridge);
+    - ``summed (H, s)``: the part that adds up over a cell -- ``w_V^h`` (linear, GLU) or
+      ``w_O^h (1, w_V^h, b_h)`` (ridge);
+    - ``atom (H, r + l)``: ``(router, leaf)``, the point matched by Voronoi cells.
+    """
+    wk = np.asarray(p["wk"])
+    H = wk.shape[0]
+    wv = np.asarray(p["wv"])
+    router = [wk.reshape(H, -1)]
+    if position in ("G1", "G2"):
+        router.append(np.asarray(p["t"]))
+    if position in ("G3", "G4"):
+        router.append(np.asarray(p["wg"]).reshape(H, -1))
+    router = np.concatenate(router, 1)
+    if position == "ridge":
+        wo, b = np.asarray(p["wo"]), np.asarray(p["b"])
+        mass = wo
+        leaf = np.concatenate([wv, b[:, None]], 1)
+        summed = wo[:, None] * np.concatenate([np.ones((H, 1)), leaf], 1)
+    else:
+        mass = np.linalg.norm(wv, axis=1)
+        leaf = wv / np.maximum(mass, 1e-300)[:, None]
+        summed = wv
+    return {"mass": mass, "router": router, "leaf": leaf, "summed": summed,
+            "atom": np.concatenate([router, leaf], 1)}
+
+
+def sample_inputs(key: Array, *, n: int, n_tokens: int = 2, d: int = 2) -> tuple[Array, Array]:
+    """``n`` sequences ``X ~ Unif[-1,1]^{N x d}``: ``(n, N, d)``, and standard normal noise
+    ``(n, N, 1)`` (one draw per output)."""
+    kx, ke = jax.random.split(key)
+    x = jax.random.uniform(kx, (n, n_tokens, d), jnp.float64, -1.0, 1.0)
+    return x, jax.random.normal(ke, (n, n_tokens, 1), jnp.float64)
+
+
+__all__ = ["POSITIONS", "LEAF_CLASS", "MAX_TEACHER_HEADS", "check_position", "teacher_params", "to_attention_params",
+           "layer_output", "batched_output", "valley_student", "max_output_gap", "head_atoms",
+           "sample_inputs"]
