@@ -151,11 +151,13 @@ def params():
     (np.array([[1.0, np.nan, 0.0]]), "x must contain only finite"),
     (np.array([[1.0, np.inf, 0.0]]), "x must contain only finite"),
 ])
+@pytest.mark.user_input
 def test_bad_x(params, x, match):
     with pytest.raises(ValueError, match=match):
         A.attention(params, x)
 
 
+@pytest.mark.user_input
 def test_bad_x_dtype(params):
     with pytest.raises(TypeError, match="x must be an array of real numbers"):
         A.attention(params, np.array([["a", "b", "c"]]))
@@ -172,12 +174,14 @@ def test_bad_x_dtype(params):
     (dict(gate="G3", granularity="headwise"), ValueError, "headwise"),
     (dict(gate="G5", granularity="headwise"), ValueError, "headwise"),
 ])
+@pytest.mark.user_input
 def test_bad_init_arguments(kwargs, exc, match):
     base = dict(d=3, heads=2, d_k=2, d_v=2, d_out=1)
     with pytest.raises(exc, match=match):
         A.init_params(jax.random.key(0), **{**base, **kwargs})
 
 
+@pytest.mark.user_input
 def test_init_params_key_scale_and_gate_shape_checks():
     base = dict(d=3, heads=2, d_k=2, d_v=2, d_out=1)
     with pytest.raises(TypeError, match="key must be a JAX random key"):
@@ -230,6 +234,7 @@ def test_bad_mask(params):
         A.attention(params, jnp.ones((2, 3)), mask=jnp.zeros((2, 2), bool))
 
 
+@pytest.mark.user_input
 def test_not_params():
     with pytest.raises(TypeError, match="params must be an AttentionParams"):
         A.attention({"wq": 1}, jnp.ones((2, 3)))

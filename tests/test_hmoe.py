@@ -87,6 +87,7 @@ def test_collapse_refused_when_level_three_depends_on_input(gate, granularity):
         H.collapsed_experts(p, jnp.ones((2, 3)))
 
 
+@pytest.mark.user_input
 def test_entries_rejects_inconsistent_terms():
     p = A.init_params(jax.random.key(0), d=2, heads=2, d_k=2, d_v=2, d_out=1)
     t = H.attention_as_hmoe(p, jnp.ones((3, 2)))
@@ -96,6 +97,7 @@ def test_entries_rejects_inconsistent_terms():
         H.entries(tuple(t))
 
 
+@pytest.mark.user_input
 def test_bad_input_is_rejected_before_tracing():
     p = A.init_params(jax.random.key(0), d=2, heads=2, d_k=2, d_v=2, d_out=1)
     with pytest.raises(ValueError, match="x must have rank 2"):

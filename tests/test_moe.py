@@ -64,6 +64,7 @@ def test_default_truths_are_pinned():
         assert G.expert.shape == (2, moe.expert_dim(expert, 1))
 
 
+@pytest.mark.user_input
 def test_bad_input_names_argument():
     with pytest.raises(ValueError, match="k must be an integer >= 1"):
         moe.make_spec(k=0, D=1, expert="linear")
@@ -160,6 +161,7 @@ def test_valley_not_exact_for_ridge(expert):
     assert np.max(np.abs(diff)) > 1e-4
 
 
+@pytest.mark.user_input
 def test_valley_measure_bad_input():
     with pytest.raises(ValueError, match="direction must be a non-zero vector"):
         moe.valley_measure(0.5, expert="linear", direction=[0.0, 0.0])

@@ -182,6 +182,7 @@ def test_split_init_equal_weights_and_not_at_truth():
     assert np.all(np.abs(near - truth).max(1) > 0)
 
 
+@pytest.mark.user_input
 def test_bad_input():
     G, spec, x, y, th0 = _problem(R=2)
     with pytest.raises(ValueError, match="x must have shape"):
@@ -218,6 +219,7 @@ def test_bad_input():
     (lambda G, spec: moe.pack(G, moe.make_spec(expert="glu", k=2, D=1)), ValueError, "G.expert must have shape"),
     (lambda G, spec: moe.pack(G, "spec"), TypeError, "spec must be a ModelSpec"),
 ])
+@pytest.mark.user_input
 def test_bad_input_in_helpers_names_the_argument(call, exc, match):
     G = moe.default_truth("sigmoid")
     with pytest.raises(exc, match=match):
@@ -229,12 +231,14 @@ def test_bad_input_in_helpers_names_the_argument(call, exc, match):
     ({"devices": "1"}, TypeError, "devices must be an integer"),
     ({"rtol": True}, TypeError, "rtol must be a finite number > 0, got bool"),
 ])
+@pytest.mark.user_input
 def test_fit_rejects_bad_devices_and_rtol(kwargs, exc, match):
     G, spec, x, y, th0 = _problem(R=2)
     with pytest.raises(exc, match=match):
         moe_fit.fit(x, y, th0, spec=spec, **kwargs)
 
 
+@pytest.mark.user_input
 def test_data_keys_are_checked():
     G = moe.default_truth("linear")
     with pytest.raises(ValueError, match=r"keys must be a 1-d array of JAX random keys"):

@@ -24,6 +24,7 @@ def test_failures_counted_not_dropped():
     assert s.medians[1] == pytest.approx(0.11)  # nan counted as +inf -> median moves up
 
 
+@pytest.mark.user_input
 def test_range_and_bad_input():
     x = np.logspace(1, 4, 4)
     L = np.ones((4, 3)) * x[:, None] ** -1.0

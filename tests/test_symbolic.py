@@ -61,6 +61,7 @@ def test_symbolic_matches_jax_numerically(gate, granularity):
     np.testing.assert_allclose(got, A.attention(p, x), rtol=1e-12)
 
 
+@pytest.mark.user_input
 def test_bad_arguments():
     with pytest.raises(ValueError, match="gate must be one of"):
         S.symbolic_layer(gate="G0")

@@ -87,6 +87,7 @@ def test_hand_computed_example():
     assert voronoi.identifiable_part(G, Gs) == pytest.approx(0.25 + math.hypot(*mean), rel=1e-12)
 
 
+@pytest.mark.user_input
 def test_bad_input():
     G = moe.default_truth("linear")
     with pytest.raises(ValueError, match="r must"):

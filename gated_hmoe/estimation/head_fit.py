@@ -15,7 +15,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from gated_hmoe import checks
 from gated_hmoe.estimation import lm
@@ -37,8 +37,8 @@ def jacfwd_normal_equations(residual: Callable[..., Float[Array, " m"]]):
     return jax.vmap(one)
 
 
-def fit_students(x: Float[Array, "R n N d"], y: Float[Array, "R n N 1"],
-                 theta0: Float[Array, "R p"], *, unravel, position: str, max_iter: int = 400,
+def fit_students(x: Float[ArrayLike, "R n N d"], y: Float[ArrayLike, "R n N 1"],
+                 theta0: Float[ArrayLike, "R p"], *, unravel, position: str, max_iter: int = 400,
                  rtol: float = 1e-3) -> dict[str, np.ndarray]:
     """Batched least-squares fits of attention students: ``theta0`` flat starting weights
     (``unravel(theta) -> dict`` of :mod:`gated_hmoe.models.heads` weights).

@@ -19,6 +19,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Float
 
 from gated_hmoe import checks
 from gated_hmoe.models import heads, moe
@@ -29,7 +30,8 @@ Array = jax.Array
 INITS: tuple[str, ...] = ("near", "split", "random")
 
 
-def centred_offsets(rng: np.random.Generator, m: int, shape: tuple[int, ...]) -> np.ndarray:
+def centred_offsets(rng: np.random.Generator, m: int, shape: tuple[int, ...]
+                    ) -> Float[np.ndarray, "m *shape"]:
     """``m`` standard normal offsets of ``shape``, centred over the ``m`` copies and rescaled
     by ``sqrt(m / (m - 1))`` so each keeps unit variance (``±z`` for ``m = 2``); returned
     uncentred for ``m = 1``. Draws ``rng.standard_normal((m,) + shape)``."""
@@ -73,7 +75,7 @@ def _true_blocks(G_true: moe.MixingMeasure, spec: ModelSpec):
 
 
 def initial_thetas(key: Array, G_true: moe.MixingMeasure, spec: ModelSpec, init: InitConfig,
-                   replicates: int) -> np.ndarray:
+                   replicates: int) -> Float[np.ndarray, "R p"] | Float[np.ndarray, "R S p"]:
     """Starting points ``(R, p)`` for ``near``/``split``, ``(R, starts, p)`` for ``random``."""
     checks.prng_key(key, "key")
     moe.check_spec(spec)

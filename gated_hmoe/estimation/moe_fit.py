@@ -22,16 +22,16 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from gated_hmoe import checks
 from gated_hmoe.estimation import lm
 from gated_hmoe.models import moe
 from gated_hmoe.models.moe import ModelSpec, unpack
 
-Array = jax.Array
 
-
-def mean_and_jacobian(theta: Array, x: Array, spec: ModelSpec) -> tuple[Array, Array]:
+def mean_and_jacobian(theta: Float[ArrayLike, " p"], x: Float[ArrayLike, "n D"], spec: ModelSpec
+                      ) -> tuple[Float[Array, " n"], Float[Array, "n p"]]:
     """``f(x): (n,)`` and its analytic Jacobian ``df/dtheta: (n, p)``. Unchecked, traceable.
 
     With ``pi = softmax(z)``: ``df/dtheta_gate_i = pi_i (h_i - f) phi(x)`` (atoms ``i < k``)
@@ -72,7 +72,7 @@ CHUNK = 2048
 CHUNK_WORK = 32768
 
 
-def _planar_gate_features(gate: str, xt: Array) -> Array:
+def _planar_gate_features(gate: str, xt: Float[Array, "R D c"]) -> Float[Array, "R F c"]:
     """``phi: (R, F, c)`` for ``xt: (R, D, c)`` (same order as :func:`moe.gate_features`)."""
     R, D, c = xt.shape
     ones = jnp.ones((R, 1, c), xt.dtype)
@@ -84,7 +84,8 @@ def _planar_gate_features(gate: str, xt: Array) -> Array:
     return jnp.concatenate([ones, xt, xx], 1)
 
 
-def _planar_experts(expert: str, eta: Array, xt: Array) -> tuple[Array, Array]:
+def _planar_experts(expert: str, eta: Float[Array, "R k P"], xt: Float[Array, "R D c"]
+                    ) -> tuple[Float[Array, "R k c"], Float[Array, "R k P c"]]:
     """``h: (R, k, c)`` and ``dh/deta: (R, k, P, c)`` for ``eta: (R, k, P)``, ``xt: (R, D, c)``."""
     R, D, c = xt.shape
     xb = jnp.concatenate([xt, jnp.ones((R, 1, c), xt.dtype)], 1)[:, None]     # (R, 1, D+1, c)
@@ -101,7 +102,8 @@ def _planar_experts(expert: str, eta: Array, xt: Array) -> tuple[Array, Array]:
     return h, d[:, :, None] * xb
 
 
-def planar_mean_and_jacobian(theta: Array, xt: Array, spec: ModelSpec) -> tuple[Array, Array]:
+def planar_mean_and_jacobian(theta: Float[Array, "R p"], xt: Float[Array, "R D c"], spec: ModelSpec
+                             ) -> tuple[Float[Array, "R c"], Float[Array, "R p c"]]:
     """Batched :func:`mean_and_jacobian`: ``theta: (R, p)``, ``xt: (R, D, c)`` (samples last)
     -> ``f: (R, c)`` and ``J: (R, p, c)``. Unchecked, traceable."""
     k, F, P = spec.k, spec.F, spec.P
@@ -119,12 +121,13 @@ def planar_mean_and_jacobian(theta: Array, xt: Array, spec: ModelSpec) -> tuple[
     return f, jnp.concatenate([jg, je], 1)
 
 
-def chunks(a: Array, m: int, c: int) -> Array:
+def chunks(a: Float[Array, "R *rest n"], m: int, c: int) -> Float[Array, "m R *rest c"]:
     """``(R, ..., m*c) -> (m, R, ..., c)``: the sample axis cut into ``m`` chunks."""
     return jnp.moveaxis(a.reshape(a.shape[:-1] + (m, c)), -2, 0)
 
 
-def normal_equations(theta: Array, data, spec: ModelSpec, active=None):
+def normal_equations(theta: Float[Array, "R p"], data, spec: ModelSpec, active=None
+                     ) -> tuple[Float[Array, " R"], Float[Array, "R p"], Float[Array, "R p p"]]:
     """``SSR: (R,)``, ``J^T r: (R, p)``, ``J^T J: (R, p, p)`` summed over the data chunks.
 
     ``data = (xs, ys, ws)`` of shapes ``(m, R, D, c)``, ``(m, R, c)``, ``(m, R, c)``; only the
@@ -193,21 +196,22 @@ class FitResult:
     """
 
     spec: ModelSpec
-    theta: np.ndarray
-    mse: np.ndarray
-    grad_norm: np.ndarray
-    decrement: np.ndarray
-    iterations: np.ndarray
-    nfev: np.ndarray
-    converged: np.ndarray
-    failed: np.ndarray
+    theta: Float[np.ndarray, "R p"]
+    mse: Float[np.ndarray, " R"]
+    grad_norm: Float[np.ndarray, " R"]
+    decrement: Float[np.ndarray, " R"]
+    iterations: Int[np.ndarray, " R"]
+    nfev: Int[np.ndarray, " R"]
+    converged: Bool[np.ndarray, " R"]
+    failed: Bool[np.ndarray, " R"]
 
     def measure(self, i: int) -> moe.MixingMeasure:
         """The fitted (pinned) measure of replicate ``i`` as numpy arrays."""
         return jax.tree.map(np.asarray, unpack(jnp.asarray(self.theta[i]), self.spec))
 
 
-def fit(x, y, theta0, *, spec: ModelSpec, max_iter: int = 500, rtol: float = 1e-3,
+def fit(x: Float[ArrayLike, "R n D"], y: Float[ArrayLike, "R n"], theta0: Float[ArrayLike, "R p"],
+        *, spec: ModelSpec, max_iter: int = 500, rtol: float = 1e-3,
         devices: int | None = None, capacity: int | None = None) -> FitResult:
     """Least-squares fits of ``R`` replicates at once.
 
@@ -271,7 +275,9 @@ def fit(x, y, theta0, *, spec: ModelSpec, max_iter: int = 500, rtol: float = 1e-
                      out["iterations"], out["nfev"], conv, ~conv)
 
 
-def fit_with_init(x, y, theta0, *, spec: ModelSpec, max_iter: int = 500, rtol: float = 1e-3,
+def fit_with_init(x: Float[ArrayLike, "R n D"], y: Float[ArrayLike, "R n"],
+                  theta0: Float[ArrayLike, "R p"] | Float[ArrayLike, "R S p"], *, spec: ModelSpec,
+                  max_iter: int = 500, rtol: float = 1e-3,
                   devices: int | None = None, capacity: int | None = None) -> FitResult:
     """:func:`fit` for ``theta0: (R, p)``, or multi-start for ``theta0: (R, S, p)`` keeping,
     per replicate, the start with the smallest final training loss."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from jaxtyping import ArrayLike, Float
 
 from gated_hmoe import checks
 
@@ -86,8 +87,9 @@ def _medians(values: np.ndarray) -> np.ndarray:
     return np.median(v, axis=-1)
 
 
-def slope(x, losses, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
-          x_min: float | None = None, x_max: float | None = None) -> Slope:
+def slope(x: Float[ArrayLike, " m"], losses: Float[ArrayLike, "m R"], *, n_boot: int = 2000,
+          level: float = 0.95, seed: int = 0, x_min: float | None = None,
+          x_max: float | None = None) -> Slope:
     """Rate of ``losses: (m, R)`` (replicates along the last axis) against ``x: (m,)``.
 
     ``x_min``/``x_max`` restrict the fit to a range of ``x`` (inclusive). A median of 0 (an

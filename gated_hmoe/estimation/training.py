@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jaxtyping import Bool, Float
 
 from gated_hmoe import checks
 from gated_hmoe.models import tasks
@@ -216,7 +217,7 @@ def _add_gates(key: Array, params: tfm.TransformerParams,
     return params._replace(blocks=blocks)
 
 
-def _sink_share(w: Array, query_mask: Array) -> Array:
+def _sink_share(w: Float[Array, "B L H N N"], query_mask: Bool[Array, "B N"]) -> Float[Array, "L H"]:
     """Mean of ``w[..., i, 0]`` over sequences and queries ``i >= 1`` where ``query_mask``;
     ``w: (B, L, H, N, N)``, ``query_mask: (B, N)`` -> ``(L, H)``."""
     first = w[..., 1:, 0]

@@ -15,10 +15,9 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Float
 
 from gated_hmoe import checks
-
-Array = jax.Array
 Gate = Literal["G1", "G2", "G3", "G4", "G5"] | None
 
 GATES: tuple[str | None, ...] = (None, "G1", "G2", "G3", "G4", "G5")
@@ -204,7 +203,7 @@ def validate(params: AttentionParams, x, mask=None) -> None:
                 raise ValueError("mask must allow at least one key token in every row")
 
 
-def _gate_values(params: AttentionParams, x: Array) -> Array:
+def _gate_values(params: AttentionParams, x: Float[Array, "N d"]) -> Float[Array, "..."]:
     """``act(x W_theta)``: ``(H, N, d_v|d_k)`` elementwise, ``(H, N)`` headwise, ``(N, d_out)`` G5."""
     act = activation_fn(params.activation)
     if params.gate == "G5" or params.granularity == "elementwise":
@@ -212,7 +211,8 @@ def _gate_values(params: AttentionParams, x: Array) -> Array:
     return act(jnp.einsum("nd,hd->hn", x, params.wg))
 
 
-def _qkv(params: AttentionParams, x: Array) -> tuple[Array, Array, Array]:
+def _qkv(params: AttentionParams, x: Float[Array, "N d"]
+         ) -> tuple[Float[Array, "H N d_k"], Float[Array, "H N d_k"], Float[Array, "H N d_v"]]:
     """Per-head queries ``(H, N, d_k)``, keys ``(H, N, d_k)`` and values ``(H, N, d_v)``,
     with a G2/G3/G4 gate applied."""
     q = jnp.einsum("nd,hdk->hnk", x, params.wq)
@@ -229,7 +229,8 @@ def _qkv(params: AttentionParams, x: Array) -> tuple[Array, Array, Array]:
     return q, k, v
 
 
-def _weights(q: Array, k: Array, mask: Array | None) -> Array:
+def _weights(q: Float[Array, "H N d_k"], k: Float[Array, "H N d_k"],
+             mask: Bool[Array, "N N"] | None) -> Float[Array, "H N N"]:
     """Softmax attention weights ``(H, N, N)`` from queries and keys (``mask[i, j]``: i may see j)."""
     scores = q @ jnp.swapaxes(k, -1, -2) / jnp.sqrt(jnp.asarray(q.shape[-1], q.dtype))
     if mask is not None:
@@ -237,7 +238,8 @@ def _weights(q: Array, k: Array, mask: Array | None) -> Array:
     return jax.nn.softmax(scores, axis=-1)
 
 
-def _attention(params: AttentionParams, x: Array, mask: Array | None) -> Array:
+def _attention(params: AttentionParams, x: Float[Array, "N d"],
+               mask: Bool[Array, "N N"] | None) -> Float[Array, "N d_out"]:
     q, k, v = _qkv(params, x)
     heads = _weights(q, k, mask) @ v                      # (H, N, d_v)
     if params.gate == "G1":
@@ -249,7 +251,8 @@ def _attention(params: AttentionParams, x: Array, mask: Array | None) -> Array:
     return out
 
 
-def _attention_weights(params: AttentionParams, x: Array, mask: Array | None) -> Array:
+def _attention_weights(params: AttentionParams, x: Float[Array, "N d"],
+                       mask: Bool[Array, "N N"] | None) -> Float[Array, "H N N"]:
     q, k, _ = _qkv(params, x)
     return _weights(q, k, mask)
 
@@ -262,7 +265,8 @@ _attention_jit = jax.jit(_attention)
 _attention_weights_jit = jax.jit(_attention_weights)
 
 
-def attention(params: AttentionParams, x: Array, *, mask: Array | None = None) -> Array:
+def attention(params: AttentionParams, x: Float[ArrayLike, "N d"], *,
+              mask: ArrayLike | None = None) -> Float[Array, "N d_out"]:
     """Output ``O: (N, d_out)`` of the (gated) attention layer for one sequence ``x: (N, d)``.
 
     ``mask: (N, N)`` boolean, ``mask[i, j]`` true where query ``i`` may attend to key ``j``
@@ -277,7 +281,8 @@ def attention(params: AttentionParams, x: Array, *, mask: Array | None = None) -
     return _attention_jit(params, jnp.asarray(x), None if mask is None else jnp.asarray(mask, bool))
 
 
-def attention_weights(params: AttentionParams, x: Array, *, mask: Array | None = None) -> Array:
+def attention_weights(params: AttentionParams, x: Float[ArrayLike, "N d"], *,
+                      mask: ArrayLike | None = None) -> Float[Array, "H N N"]:
     """Attention weights ``pi: (H, N, N)``, ``pi[h, i, j] = softmax_j(s^h_ij)`` (gated scores for G3/G4)."""
     validate(params, x, mask)
     return _attention_weights_jit(params, jnp.asarray(x),

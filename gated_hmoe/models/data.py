@@ -11,14 +11,13 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from gated_hmoe import checks
 from gated_hmoe.models import moe
 
-Array = jax.Array
 
-
-def standard_draws(key: Array, *, n: int, D: int) -> tuple[Array, Array]:
+def standard_draws(key: Array, *, n: int, D: int) -> tuple[Float[Array, "n D"], Float[Array, " n"]]:
     """Inputs ``x: (n, D)`` uniform on ``[-1, 1]^D`` and standard normal noise ``eps: (n,)``.
 
     >>> x, eps = standard_draws(jax.random.key(0), n=4, D=2)
@@ -35,7 +34,7 @@ def standard_draws(key: Array, *, n: int, D: int) -> tuple[Array, Array]:
 
 
 def sample(key: Array, G: moe.MixingMeasure, *, n: int, noise_var: float, expert: str,
-           gate: str = "linear") -> tuple[Array, Array]:
+           gate: str = "linear") -> tuple[Float[Array, "n D"], Float[Array, " n"]]:
     """Draw ``n`` pairs ``(x: (n, D), y: (n,))`` with ``y = f_G(x) + N(0, noise_var)``.
 
     >>> G = moe.default_truth("sigmoid")
@@ -51,7 +50,8 @@ def sample(key: Array, G: moe.MixingMeasure, *, n: int, noise_var: float, expert
 
 
 def draws_and_means(keys: Array, G: moe.MixingMeasure, n: int, D: int, expert: str,
-                    gate: str = "linear") -> tuple[Array, Array, Array]:
+                    gate: str = "linear"
+                    ) -> tuple[Float[Array, "R n D"], Float[Array, "R n"], Float[Array, "R n"]]:
     """Per key: inputs ``x: (R, n, D)``, standard normal noise ``eps: (R, n)`` and the
     regression function ``f: (R, n)`` of ``G`` (arrays) at ``x``, for ``keys: (R,)``.
     Unchecked, traceable (``n``, ``D``, ``expert``, ``gate`` static)."""
@@ -64,7 +64,7 @@ _draws_and_means_jit = jax.jit(draws_and_means, static_argnums=(2, 3, 4, 5))
 
 
 def sample_batch(keys: Array, G: moe.MixingMeasure, *, n: int, noise_var: float, expert: str,
-                 gate: str = "linear") -> tuple[Array, Array]:
+                 gate: str = "linear") -> tuple[Float[Array, "R n D"], Float[Array, "R n"]]:
     """One data set per key: ``keys: (R,)`` -> ``x: (R, n, D)``, ``y: (R, n)`` (one compiled
     program per shape; the same inputs and noise draws as :func:`sample` with each key)."""
     checks.prng_key(keys, "keys", batch=True)

@@ -28,12 +28,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, Float
 
 from gated_hmoe import checks
 from gated_hmoe.models.attention import (AttentionParams, attention_unchecked,
                                          attention_weights_unchecked)
-
-Array = jax.Array
 
 POSITIONS: tuple[str, ...] = ("MHSA", "G1", "G2", "ridge", "G3", "G4", "G5")
 #: Leaf class of each position (SPEC §4).
@@ -101,7 +100,7 @@ def to_attention_params(p: dict, position: str) -> AttentionParams:
     return AttentionParams(wq=wq, wk=wk, wv=wv, wo=wo, wg=wg, gate=gate)
 
 
-def layer_output(p: dict, x: Array, position: str) -> Array:
+def layer_output(p: dict, x: Float[Array, "N d"], position: str) -> Float[Array, "N 1"]:
     """Output ``(N, 1)`` of the layer with weights ``p`` on one sequence ``x: (N, d)``. Traceable."""
     if position != "ridge":
         return attention_unchecked(to_attention_params(p, position), x, None)
@@ -111,7 +110,7 @@ def layer_output(p: dict, x: Array, position: str) -> Array:
     return jnp.einsum("hij,hj,h->i", pi, leaf, p["wo"])[:, None]
 
 
-def batched_output(p: dict, x: Array, position: str) -> Array:
+def batched_output(p: dict, x: Float[Array, "n N d"], position: str) -> Float[Array, "n N 1"]:
     """``layer_output`` over a leading sample axis: ``x: (n, N, d) -> (n, N, 1)``."""
     return jax.vmap(lambda xx: layer_output(p, xx, position))(x)
 
@@ -135,7 +134,7 @@ def valley_student(position: str, p: float, *, u=None) -> dict:
     return s
 
 
-def max_output_gap(pa: dict, pb: dict, position: str, x) -> float:
+def max_output_gap(pa: dict, pb: dict, position: str, x: Float[ArrayLike, "n N d"]) -> float:
     """``max |f_a(X) - f_b(X)|`` over the sequences ``x: (n, N, d)``."""
     xa = jnp.asarray(x)
     return float(jnp.max(jnp.abs(batched_output(pa, xa, position) - batched_output(pb, xa, position))))
@@ -179,7 +178,8 @@ def head_atoms(p: dict, position: str) -> dict:
             "atom": np.concatenate([router, leaf], 1)}
 
 
-def sample_inputs(key: Array, *, n: int, n_tokens: int = 2, d: int = 2) -> tuple[Array, Array]:
+def sample_inputs(key: Array, *, n: int, n_tokens: int = 2, d: int = 2
+                  ) -> tuple[Float[Array, "n N d"], Float[Array, "n N 1"]]:
     """``n`` sequences ``X ~ Unif[-1,1]^{N x d}``: ``(n, N, d)``, and standard normal noise
     ``(n, N, 1)`` (one draw per output)."""
     kx, ke = jax.random.split(key)

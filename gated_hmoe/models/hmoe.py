@@ -30,11 +30,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
 
 from gated_hmoe import checks
 from gated_hmoe.models.attention import AttentionParams, activation_fn, validate
-
-Array = jax.Array
 
 
 class HMoETerms(NamedTuple):
@@ -48,23 +47,23 @@ class HMoETerms(NamedTuple):
     - ``experts: (H, N, d_v)`` -- leaf expert ``E_hjl`` evaluated at key token ``j``.
     """
 
-    head_router: Array
-    token_router: Array
-    channel_router: Array
-    experts: Array
+    head_router: Float[Array, "N H d_out"]
+    token_router: Float[Array, "H N N"]
+    channel_router: Float[Array, "H N d_v d_out"]
+    experts: Float[Array, "H N d_v"]
 
 
-def _dot(x: Array, w: Array) -> Array:
+def _dot(x: Float[Array, "N d"], w: Float[Array, "H d c"]) -> Float[Array, "H N c"]:
     """``x_n^T w^h_{:, c}`` for every head and token: ``w: (H, d, c)`` -> ``(H, N, c)``."""
     return jnp.einsum("nd,hdc->hnc", x, w)
 
 
-def _dot_heads(x: Array, w: Array) -> Array:
+def _dot_heads(x: Float[Array, "N d"], w: Float[Array, "H d"]) -> Float[Array, "H N"]:
     """``x_n^T w^h`` for one vector per head: ``w: (H, d)`` -> ``(H, N)``."""
     return jnp.einsum("nd,hd->hn", x, w)
 
 
-def _terms(params: AttentionParams, x: Array, mask: Array | None) -> HMoETerms:
+def _terms(params: AttentionParams, x: Float[Array, "N d"], mask) -> HMoETerms:
     act = activation_fn(params.activation)
     gate, gran = params.gate, params.granularity
     heads, d_v, d_out = params.wo.shape
@@ -98,7 +97,7 @@ def _terms(params: AttentionParams, x: Array, mask: Array | None) -> HMoETerms:
     return HMoETerms(head_router, token_router, channel_router, experts)
 
 
-def _entries(terms: HMoETerms) -> Array:
+def _entries(terms: HMoETerms) -> Float[Array, "N d_out"]:
     return jnp.einsum("ihm,hij,hilm,hjl->im", terms.head_router, terms.token_router,
                       terms.channel_router, terms.experts)
 
@@ -107,7 +106,8 @@ _terms_jit = jax.jit(_terms)
 _entries_jit = jax.jit(_entries)
 
 
-def attention_as_hmoe(params: AttentionParams, x: Array, *, mask: Array | None = None) -> HMoETerms:
+def attention_as_hmoe(params: AttentionParams, x: Float[ArrayLike, "N d"], *,
+                      mask: ArrayLike | None = None) -> HMoETerms:
     """Router weights of the three levels and the leaf experts for one sequence ``x: (N, d)``.
 
     ``mask: (N, N)`` boolean as in :func:`gated_hmoe.attention.attention`.
@@ -143,13 +143,13 @@ def _check_terms(terms: HMoETerms) -> None:
                          f"{jnp.shape(terms.channel_router)} vs {jnp.shape(terms.experts)}")
 
 
-def entries(terms: HMoETerms) -> Array:
+def entries(terms: HMoETerms) -> Float[Array, "N d_out"]:
     """Sum the hierarchy back: ``O: (N, d_out)``; equals ``attention(params, x)``."""
     _check_terms(terms)
     return _entries_jit(terms)
 
 
-def collapsed_experts(params: AttentionParams, x: Array) -> Array:
+def collapsed_experts(params: AttentionParams, x: Float[ArrayLike, "N d"]) -> Float[Array, "H N d_out"]:
     """Level 3 collapsed into one linear expert per head: ``(c^h_m)^T x_j`` of shape ``(H, N, d_out)``.
 
     ``c^h_m = W_V^h W_O^h e_m`` (the low-rank map ``W_V W_O``). Valid when the level-3
@@ -164,7 +164,7 @@ def collapsed_experts(params: AttentionParams, x: Array) -> Array:
     return jnp.einsum("nd,hdm->hnm", jnp.asarray(x), c)
 
 
-def weighted_leaves(terms: HMoETerms) -> Array:
+def weighted_leaves(terms: HMoETerms) -> Float[Array, "H N N d_v d_out"]:
     """Level-3 weight times leaf, ``g3_hilm * E_hjl``: shape ``(H, N_query, N_key, d_v, d_out)``.
 
     As a function of the input this is the expert that the level-2 router mixes; it is
@@ -175,7 +175,9 @@ def weighted_leaves(terms: HMoETerms) -> Array:
     return jnp.einsum("hilm,hjl->hijlm", terms.channel_router, terms.experts)
 
 
-def leaves_along_line(params: AttentionParams, x0: Array, direction: Array, ts: Array) -> Array:
+def leaves_along_line(params: AttentionParams, x0: Float[ArrayLike, "N d"],
+                      direction: Float[ArrayLike, "N d"], ts: Float[ArrayLike, " T"]
+                      ) -> Float[Array, "T H N N d_v d_out"]:
     """:func:`weighted_leaves` at ``x0 + t * direction`` for each ``t`` in ``ts: (T,)``.
 
     ``x0, direction: (N, d)``; returns ``(T, H, N, N, d_v, d_out)``.

@@ -26,10 +26,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, Float
 
 from gated_hmoe import checks
-
-Array = jax.Array
 
 #: Expert classes: ``linear`` a^T x + b, ``sigmoid`` σ(a^T x + b), ``silu`` SiLU(a^T x + b),
 #: ``glu`` σ(t^T x + s)(c^T x + e) (the literal multiplicative gate of arXiv 2505.06708).
@@ -68,10 +67,10 @@ class MixingMeasure(NamedTuple):
     form (:func:`pin_last`).
     """
 
-    beta0: Array
-    beta1: Array
-    expert: Array
-    quad: Array | None = None
+    beta0: Float[ArrayLike, " k"]
+    beta1: Float[ArrayLike, "k D"]
+    expert: Float[ArrayLike, "k P"]
+    quad: Float[ArrayLike, "k D D"] | None = None
 
 
 def expert_dim(expert: str, D: int) -> int:
@@ -159,12 +158,14 @@ def pin_last(G: MixingMeasure) -> MixingMeasure:
 
 # ---------------------------------------------------------------- traceable building blocks
 
-def expert_values(expert: str, eta: Array, x: Array) -> Array:
+def expert_values(expert: str, eta: Float[ArrayLike, "k P"], x: Float[ArrayLike, "n D"]
+                  ) -> Float[Array, "n k"]:
     """Expert outputs ``h(x; eta_i)``: ``eta: (k, P)``, ``x: (n, D)`` -> ``(n, k)``. Unchecked."""
     return expert_values_and_grads(expert, eta, x)[0]
 
 
-def expert_values_and_grads(expert: str, eta: Array, x: Array) -> tuple[Array, Array]:
+def expert_values_and_grads(expert: str, eta: Float[ArrayLike, "k P"], x: Float[ArrayLike, "n D"]
+                            ) -> tuple[Float[Array, "n k"], Float[Array, "n k P"]]:
     """``h: (n, k)`` and its analytic gradient in ``eta``, ``dh: (n, k, P)``. Unchecked."""
     D = x.shape[-1]
     ones = jnp.ones(x.shape[:-1] + (1,), x.dtype)
@@ -179,7 +180,8 @@ def expert_values_and_grads(expert: str, eta: Array, x: Array) -> tuple[Array, A
     return h, d[..., None] * xb[:, None, :]
 
 
-def ridge_values_and_slopes(expert: str, u: Array) -> tuple[Array, Array]:
+def ridge_values_and_slopes(expert: str, u: Float[Array, "*shape"]
+                            ) -> tuple[Float[Array, "*shape"], Float[Array, "*shape"]]:
     """``h = phi(u)`` and ``phi'(u)`` of a ridge expert (``linear``/``sigmoid``/``silu``),
     elementwise on pre-activations ``u`` of any shape. Unchecked."""
     if expert == "linear":
@@ -191,7 +193,7 @@ def ridge_values_and_slopes(expert: str, u: Array) -> tuple[Array, Array]:
     return u * s, s * (1.0 + u * (1.0 - s))
 
 
-def gate_features(gate: str, x: Array) -> Array:
+def gate_features(gate: str, x: Float[ArrayLike, "n D"]) -> Float[Array, "n F"]:
     """Features ``phi(x)`` with ``z_i = theta_i^T phi(x)``: ``x: (n, D)`` -> ``(n, F)``.
 
     ``linear``: ``[1, x]``; ``quadratic-monomial``: ``[1, vec(x x^T)]``;
@@ -207,7 +209,7 @@ def gate_features(gate: str, x: Array) -> Array:
     return jnp.concatenate([ones, x, xx], -1)
 
 
-def gate_params(gate: str, G: MixingMeasure) -> Array:
+def gate_params(gate: str, G: MixingMeasure) -> Float[Array, "k F"]:
     """Gate parameters ``theta: (k, F)`` matching :func:`gate_features` (same order)."""
     k = G.beta0.shape[0]
     parts = [G.beta0[:, None]]
@@ -218,12 +220,14 @@ def gate_params(gate: str, G: MixingMeasure) -> Array:
     return jnp.concatenate(parts, -1)
 
 
-def gate_logits(G: MixingMeasure, x: Array, *, gate: str = "linear") -> Array:
+def gate_logits(G: MixingMeasure, x: Float[ArrayLike, "n D"], *, gate: str = "linear"
+                ) -> Float[Array, "n k"]:
     """Gate logits ``z: (n, k)``. Unchecked."""
     return gate_features(gate, x) @ gate_params(gate, G).T
 
 
-def mean_unchecked(G: MixingMeasure, x: Array, expert: str, gate: str = "linear") -> Array:
+def mean_unchecked(G: MixingMeasure, x: Float[ArrayLike, "n D"], expert: str,
+                   gate: str = "linear") -> Float[Array, " n"]:
     """:func:`mean` without validation, for code inside ``jit``."""
     pi = jax.nn.softmax(gate_logits(G, x, gate=gate), axis=-1)
     return jnp.sum(pi * expert_values(expert, G.expert, x), axis=-1)
@@ -232,7 +236,8 @@ def mean_unchecked(G: MixingMeasure, x: Array, expert: str, gate: str = "linear"
 _mean_jit = jax.jit(mean_unchecked, static_argnums=(2, 3))
 
 
-def mean(G: MixingMeasure, x, *, expert: str, gate: str = "linear") -> Array:
+def mean(G: MixingMeasure, x: Float[ArrayLike, "n D"], *, expert: str,
+         gate: str = "linear") -> Float[Array, " n"]:
     """Regression function ``f_G(x): (n,)`` for inputs ``x: (n, D)``.
 
     >>> G = default_truth("linear")
@@ -364,7 +369,7 @@ def check_spec(spec) -> ModelSpec:
     return spec
 
 
-def pack(G: MixingMeasure, spec: ModelSpec) -> Array:
+def pack(G: MixingMeasure, spec: ModelSpec) -> Float[Array, " p"]:
     """Free parameter vector ``theta: (p,)`` of a measure (pinned first; gate of atom k ignored).
     Checks ``G`` against ``spec`` (:func:`validate_measure`; traceable: shapes only)."""
     check_spec(spec)
@@ -374,7 +379,7 @@ def pack(G: MixingMeasure, spec: ModelSpec) -> Array:
     return jnp.concatenate([theta_gate.reshape(-1), jnp.asarray(G.expert).reshape(-1)])
 
 
-def unpack(theta: Array, spec: ModelSpec) -> MixingMeasure:
+def unpack(theta: Float[ArrayLike, " p"], spec: ModelSpec) -> MixingMeasure:
     """Inverse of :func:`pack`: a pinned :class:`MixingMeasure`. Traceable."""
     k, D, F, P = spec.k, spec.D, spec.F, spec.P
     tg = jnp.concatenate([theta[: (k - 1) * F].reshape(k - 1, F), jnp.zeros((1, F), theta.dtype)])
@@ -390,7 +395,8 @@ def unpack(theta: Array, spec: ModelSpec) -> MixingMeasure:
     return MixingMeasure(beta0, beta1, eta, quad)
 
 
-def mean_of_theta(theta: Array, x: Array, spec: ModelSpec) -> Array:
+def mean_of_theta(theta: Float[ArrayLike, " p"], x: Float[ArrayLike, "n D"], spec: ModelSpec
+                  ) -> Float[Array, " n"]:
     """``f_G(x): (n,)`` for the measure ``unpack(theta, spec)``. Unchecked, traceable."""
     return mean_unchecked(unpack(theta, spec), x, spec.expert, spec.gate)
 

@@ -20,10 +20,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
 
 from gated_hmoe import checks
-
-Array = jax.Array
 
 
 class BigramBackcopyTask(NamedTuple):
@@ -74,7 +73,7 @@ def sample_task_unchecked(key: Array, vocab: int, triggers: int,
 
 
 def sample_sequences_unchecked(key: Array, task: BigramBackcopyTask, n_seq: int,
-                               seq_len: int) -> Array:
+                               seq_len: int) -> Int[Array, "n_seq seq_len"]:
     """:func:`sample_sequences` without validation (traceable; the sizes are static): one
     ``jax.lax.scan`` over positions, all sequences at once."""
     vocab = task.transition.shape[1]
@@ -94,7 +93,7 @@ def sample_sequences_unchecked(key: Array, task: BigramBackcopyTask, n_seq: int,
 
 
 def sample_sequences(key: Array, task: BigramBackcopyTask, *, n_seq: int,
-                     seq_len: int) -> Array:
+                     seq_len: int) -> Int[Array, "n_seq seq_len"]:
     """``n_seq`` sequences ``(n_seq, seq_len)`` of token ids (column 0 is BOS ``= V``).
 
     >>> import jax
@@ -109,7 +108,7 @@ def sample_sequences(key: Array, task: BigramBackcopyTask, *, n_seq: int,
     return sample_sequences_unchecked(key, task, n_seq, seq_len)
 
 
-def copy_positions(task: BigramBackcopyTask, tokens: Array) -> Array:
+def copy_positions(task: BigramBackcopyTask, tokens: Int[Array, "*batch N"]) -> Bool[Array, "*batch N"]:
     """``(..., N)`` bool: query positions ``i >= 2`` whose token is a trigger, i.e. where the
     next token is a copy of ``tokens[i - 1]`` (the positions that need attention)."""
     vocab = task.transition.shape[1]
@@ -117,7 +116,7 @@ def copy_positions(task: BigramBackcopyTask, tokens: Array) -> Array:
     return (pos >= 2) & (tokens < vocab) & task.is_trigger[jnp.minimum(tokens, vocab - 1)]
 
 
-def bayes_loss(task: BigramBackcopyTask, tokens: Array) -> Array:
+def bayes_loss(task: BigramBackcopyTask, tokens: Int[Array, "B N"]) -> Float[Array, ""]:
     r"""Mean cross-entropy (nats) of the true conditional law on ``tokens: (B, N)``: the
     bigram entropy :math:`-\sum_b P(b \mid x_i)\log P(b \mid x_i)` at ordinary positions, 0
     at copy positions -- the floor of any model."""

@@ -28,11 +28,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from gated_hmoe import checks
 from gated_hmoe.models import attention as attn
-
-Array = jax.Array
 
 #: Attention variants by name: ``name -> (gate, granularity)``. "MHSA" is ungated.
 VARIANTS: dict[str, tuple[str | None, str]] = {
@@ -227,7 +226,8 @@ def gate_weights(k_gate: Array, c: ModelConfig) -> Array | None:
 # Forward pass and loss
 # --------------------------------------------------------------------------------------
 
-def _layer_norm(x: Array, scale: Array, bias: Array, eps: float = 1e-5) -> Array:
+def _layer_norm(x: Float[Array, "*batch d"], scale: Float[Array, " d"], bias: Float[Array, " d"],
+                eps: float = 1e-5) -> Float[Array, "*batch d"]:
     r""":math:`(x - \bar x) / \sqrt{\operatorname{var}(x) + \epsilon} \cdot s + b` over the
     last axis."""
     mu = jnp.mean(x, axis=-1, keepdims=True)
@@ -235,7 +235,8 @@ def _layer_norm(x: Array, scale: Array, bias: Array, eps: float = 1e-5) -> Array
     return (x - mu) / jnp.sqrt(var + eps) * scale + bias
 
 
-def forward(params: TransformerParams, tokens: Array) -> tuple[Array, Array]:
+def forward(params: TransformerParams, tokens: Int[Array, " N"]
+            ) -> tuple[Float[Array, "N V"], Float[Array, "L H N N"]]:
     """Logits ``(N, V)`` and attention weights ``(L, H, N, N)`` for one sequence
     ``tokens: (N,)`` (traceable, unvalidated: the core of :func:`logits`)."""
     n = tokens.shape[0]
@@ -252,14 +253,14 @@ def forward(params: TransformerParams, tokens: Array) -> tuple[Array, Array]:
     return h @ params.unembed, jnp.stack(weights)
 
 
-def _token_losses(params: TransformerParams, tokens: Array) -> Array:
+def _token_losses(params: TransformerParams, tokens: Int[Array, " N"]) -> Float[Array, " N-1"]:
     """Cross-entropy ``(N - 1,)`` of predicting ``tokens[i + 1]`` from ``tokens[:i+1]``."""
     lg, _ = forward(params, tokens)
     lg = lg[:-1]
     return -jnp.take_along_axis(jax.nn.log_softmax(lg), tokens[1:, None], axis=-1)[:, 0]
 
 
-def loss_unchecked(params: TransformerParams, tokens: Array) -> Array:
+def loss_unchecked(params: TransformerParams, tokens: Int[Array, "B N"]) -> Float[Array, ""]:
     r""":func:`loss` without validation (traceable): for ``tokens: (B, N)``,
 
     .. math::
@@ -302,7 +303,7 @@ _forward_jit = jax.jit(forward)
 _loss_jit = jax.jit(loss_unchecked)
 
 
-def logits(params: TransformerParams, tokens) -> Array:
+def logits(params: TransformerParams, tokens: ArrayLike) -> Float[Array, "N V"]:
     """Next-token logits ``(N, V)`` for one sequence ``tokens: (N,)`` (causal: row ``i``
     depends on ``tokens[:i+1]`` only). Use ``jax.vmap`` over :func:`forward` for a batch.
 
@@ -314,12 +315,12 @@ def logits(params: TransformerParams, tokens) -> Array:
     return _forward_jit(params, check_tokens(params, tokens))[0]
 
 
-def attention_maps(params: TransformerParams, tokens) -> Array:
+def attention_maps(params: TransformerParams, tokens: ArrayLike) -> Float[Array, "L H N N"]:
     """Attention weights ``(L, H, N, N)`` of every layer and head for one sequence ``tokens: (N,)``."""
     return _forward_jit(params, check_tokens(params, tokens))[1]
 
 
-def loss(params: TransformerParams, tokens) -> Array:
+def loss(params: TransformerParams, tokens: ArrayLike) -> Float[Array, ""]:
     """Mean next-token cross-entropy (nats) over a batch ``tokens: (B, N)``, all ``N - 1``
     predicted positions (see :func:`loss_unchecked`)."""
     return _loss_jit(params, check_tokens(params, tokens, batch=True))
