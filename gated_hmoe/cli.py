@@ -6,6 +6,7 @@ experiment's cached, resumable runner (:mod:`gated_hmoe.experiments`), writes
 :mod:`gated_hmoe.viz`. Bad arguments end in one ``error: ...`` line and exit status 2.
 
 - ``rates``: E1 (and E3 with ``--gate``) -- least-squares rates of MoE experts;
+- ``profile``: E1 measured by what the data determine -- profile confidence sets;
 - ``attention-fit``: E2 -- fitted attention layers per gate position;
 - ``transformer``: E4 -- a small transformer with and without gates.
 """
@@ -20,10 +21,12 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 
-from gated_hmoe.experiments import e1_rates, e2_attention, runner
+from gated_hmoe.estimation.profile import CHI2_95
+from gated_hmoe.experiments import e1_profile, e1_rates, e2_attention, runner
 from gated_hmoe.experiments import e4_transformer as e4
 from gated_hmoe.models import heads, moe
 from gated_hmoe.viz import attention as viz_attention
+from gated_hmoe.viz import profile as viz_profile
 from gated_hmoe.viz import rates as viz_rates
 from gated_hmoe.viz import transformer as viz_transformer
 
@@ -100,6 +103,88 @@ def add_rates(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cli_rates)
+
+
+# ------------------------------------------------------------------ profile (E1, what the data determine)
+
+def _offsets(text: str) -> tuple[float, float, int]:
+    try:
+        lo, hi, count = text.split(",")
+        return float(lo), float(hi), int(count)
+    except ValueError as exc:
+        raise ValueError(f"offsets must be MIN,MAX,COUNT (e.g. 0.01,2,14), got {text!r}") from exc
+
+
+def profile_config(args) -> e1_profile.ProfileConfig:
+    """The :class:`~gated_hmoe.experiments.e1_profile.ProfileConfig` of the ``profile`` flags."""
+    true = None
+    if args.true is not None:
+        true = moe.measure_to_dict(moe.load_measure(args.true, expert=args.expert, gate=args.gate))
+    fields = dict(expert=args.expert, gate=args.gate, k_true=args.k_true, k_fit=args.k_fit,
+                  sweep=args.sweep, points=args.points, replicates=args.replicates,
+                  seed=args.seed, offsets=_offsets(args.offsets), split=args.split, c=args.c,
+                  max_iter=args.max_iter, rtol=args.rtol, true=true)
+    if args.sweep == "n":
+        fields.update(n_min=args.n_min, n_max=args.n_max, noise=args.noise)
+    else:
+        fields.update(n=args.n, noise_min=args.noise_min, noise_max=args.noise_max)
+    return e1_profile.ProfileConfig(**fields).validate()
+
+
+def cli_profile(args) -> int:
+    """``profile``: profile confidence sets of the over-fitted pair along an n or noise
+    sweep; ``DIR/results.json`` and ``DIR/profile.png``."""
+    config = profile_config(args)
+    result = e1_profile.run_profiles(config, cache_dir=args.cache_dir,
+                                     progress=not args.no_progress, devices=args.devices)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = result.to_dict()
+    runner.write_json_atomic(out / "results.json", payload, indent=1)
+    _save(viz_profile.profile_panels(result)[0], out / "profile.png")
+    print(f"wrote {out / 'results.json'} and {out / 'profile.png'}")
+    print(f"  certified {payload['certified']} of {payload['fits']} constrained fits")
+    median = result.median_radius()
+    for p, m in zip(result.points, median):
+        print(f"  n = {p['n']:>7d}, nu = {p['noise']:.1e}: median radius {m:.3g}")
+    if payload["slopes"]["radius"] is not None:
+        print(f"  radius {result.slope().label()}")
+    print(f"  fit seconds {result.seconds:.1f}")
+    return 0
+
+
+def add_profile(sub) -> None:
+    p = sub.add_parser(
+        "profile", help="E1: profile confidence sets of the over-fitted pair (radius vs n)",
+        description=e1_profile.__doc__.split("\n\n")[0])
+    p.add_argument("--expert", default="silu", help=f"one of {moe.EXPERTS}")
+    p.add_argument("--gate", default="linear", help=f"one of {moe.GATES}")
+    p.add_argument("--k-true", type=int, default=2)
+    p.add_argument("--k-fit", type=int, default=3)
+    p.add_argument("--sweep", default="n", help="'n' (sample size at fixed noise) or 'noise'")
+    p.add_argument("--n-min", type=int, default=1000)
+    p.add_argument("--n-max", type=int, default=100_000)
+    p.add_argument("--noise", type=float, default=1e-6, help="noise variance for --sweep n")
+    p.add_argument("--n", type=int, default=1000, help="fixed sample size for --sweep noise")
+    p.add_argument("--noise-min", type=float, default=1e-14)
+    p.add_argument("--noise-max", type=float, default=1e-4)
+    p.add_argument("--points", type=int, default=5)
+    p.add_argument("--replicates", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--true", default=None, metavar="FILE.json", help="true measure (JSON)")
+    p.add_argument("--offsets", default="0.02,2,12", metavar="MIN,MAX,COUNT",
+                   help="log-spaced grid of offsets delta")
+    p.add_argument("--split", type=float, default=0.5, help="weight share of the pair's first atom")
+    p.add_argument("--c", type=float, default=CHI2_95,
+                   help="threshold of the radius in units of nu (default: chi2(1) 95%%)")
+    p.add_argument("--max-iter", type=int, default=200)
+    p.add_argument("--rtol", type=float, default=1e-2,
+                   help="certify a fit when its Gauss-Newton decrement is <= rtol * nu")
+    p.add_argument("--devices", type=int, default=None)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cli_profile)
 
 
 # ------------------------------------------------------------------ attention-fit (E2)
@@ -235,7 +320,7 @@ def add_transformer(sub) -> None:
 # ------------------------------------------------------------------ the parser
 
 #: The sub-commands, each added by one function.
-COMMANDS = (add_rates, add_attention_fit, add_transformer)
+COMMANDS = (add_rates, add_profile, add_attention_fit, add_transformer)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,10 +23,16 @@ from gated_hmoe.estimation import rates
 from gated_hmoe.models import moe
 
 
-def pair_theta(psi, delta, G_true, spec, atom, center):
-    """Free parameters ``theta`` of the measure whose over-fitted pair sits at
-    ``omega*_atom (+ c) ± delta * v/|v|`` with equal weights; ``psi = (common intercept, v,
-    [c,] the other atoms' free parameters)``. Traceable in ``psi`` and ``delta``."""
+def pair_theta(psi, delta, G_true, spec, atom, center, split=0.5):
+    r"""Free parameters ``theta`` of the measure whose over-fitted pair sits at
+    ``omega*_atom (+ c) ± delta * v/|v|`` with weights in the ratio ``split : 1 - split``.
+
+    ``psi = (c0, v, [c,] the other atoms' free parameters)``: the pair's intercepts are
+    ``c0 + log(2 split)`` and ``c0 + log(2 (1 - split))`` (equal, ``c0``, for the default
+    ``split = 1/2``), ``v`` its direction (any length), ``c`` its centre relative to the true
+    atom's location ``omega*_atom``. The pair comes first, then the other true atoms in
+    order (the last one pinned). Traceable in ``psi`` and ``delta``.
+    """
     k_true = G_true.beta0.shape[0]
     tg = moe.gate_params(spec.gate, G_true)                      # (k*, F)
     te = G_true.expert
@@ -37,7 +43,8 @@ def pair_theta(psi, delta, G_true, spec, atom, center):
     if center:
         om, rest = om + rest[:w], rest[w:]
     pair = jnp.stack([om + delta * u, om - delta * u])
-    pair_g = jnp.concatenate([jnp.full((2, 1), c0), pair[:, : spec.F - 1]], 1)
+    c0s = jnp.stack([c0 + jnp.log(2.0 * split), c0 + jnp.log(2.0 * (1.0 - split))])
+    pair_g = jnp.concatenate([c0s[:, None], pair[:, : spec.F - 1]], 1)
     pair_e = pair[:, spec.F - 1:]
     others = [j for j in range(k_true) if j != atom]
     n_free_g = (len(others) - 1) * spec.F
@@ -50,15 +57,22 @@ def pair_theta(psi, delta, G_true, spec, atom, center):
     return theta
 
 
-def modulus_values(deltas, *, expert: str, gate: str = "linear",
-                   G_true: moe.MixingMeasure | None = None, atom: int = 0, center: bool = True,
-                   quad_points: int = 200, starts: int = 4, seed: int = 0, max_nfev: int = 2000,
-                   stop_below: float | None = None) -> np.ndarray:
+def modulus_values(deltas, **kwargs) -> np.ndarray:
+    r""":func:`modulus_solutions` without the minimisers: ``m(delta)``, shape ``(d,)``."""
+    return modulus_solutions(deltas, **kwargs)[0]
+
+
+def modulus_solutions(deltas, *, expert: str, gate: str = "linear",
+                      G_true: moe.MixingMeasure | None = None, atom: int = 0,
+                      center: bool = True, split: float = 0.5, quad_points: int = 200,
+                      starts: int = 4, seed: int = 0, max_nfev: int = 2000,
+                      stop_below: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     r"""``m(delta) = min ||f_G - f_{G*}||^2_{L^2(Unif[-1,1])}`` for each ``delta`` in
     ``deltas: (d,)``, over fits with one extra atom whose over-fitted pair sits at
     ``omega*_atom + c ± delta u`` (``|u| = 1``, equal weights; ``omega`` = the atom's gate
     parameters without the intercept, then its expert; ``delta`` is half the pair's
-    separation; the common centre ``c`` is free when ``center=True``, fixed at 0 otherwise).
+    separation; the common centre ``c`` is free when ``center=True``, fixed at 0 otherwise;
+    the weights are in the ratio ``split : 1 - split``, equal by default).
 
     Minimised (scipy Levenberg-Marquardt, tolerances 1e-15, at most ``max_nfev``
     evaluations, on a Gauss-Legendre rule with ``quad_points`` nodes, ``D = 1``, any gate
@@ -67,7 +81,8 @@ def modulus_values(deltas, *, expert: str, gate: str = "linear",
     smallest value is kept. With ``stop_below`` set, further directions are skipped once a
     value ``<= stop_below`` is reached (``m`` cannot be negative). The residual and its
     Jacobian are compiled once, with ``delta`` as an argument. Exactly 0 for linear experts
-    (the valley), ``~ delta^4`` for ridge experts under the linear gate. Returns ``(d,)``.
+    (the valley), ``~ delta^4`` for ridge experts under the linear gate. Returns ``m: (d,)``
+    and the minimisers ``psi: (d, q)`` (the layout of :func:`pair_theta`).
     """
     checks.choice(expert, "expert", moe.EXPERTS)
     checks.choice(gate, "gate", moe.GATES)
@@ -88,6 +103,9 @@ def modulus_values(deltas, *, expert: str, gate: str = "linear",
     max_nfev = checks.positive_int(max_nfev, "max_nfev")
     if stop_below is not None:
         stop_below = checks.real(stop_below, "stop_below", positive=True)
+    split = checks.real(split, "split")
+    if not 0 < split < 1:
+        raise ValueError(f"split must be in (0, 1), got {split!r}")
     spec = moe.make_spec(expert=expert, gate=gate, k=k_true + 1, D=1)
     Gj = jax.tree.map(lambda a: None if a is None else jnp.asarray(a), G)
     nodes, weights = np.polynomial.legendre.leggauss(quad_points)
@@ -96,7 +114,7 @@ def modulus_values(deltas, *, expert: str, gate: str = "linear",
     f_true = moe.mean_unchecked(Gj, xq, expert, gate)
 
     def resid(psi, delta):
-        theta = pair_theta(psi, delta, Gj, spec, atom, center)
+        theta = pair_theta(psi, delta, Gj, spec, atom, center, split)
         return sw * (moe.mean_of_theta(theta, xq, spec) - f_true)
 
     r_jit, j_jit = jax.jit(resid), jax.jit(jax.jacfwd(resid))
@@ -106,10 +124,10 @@ def modulus_values(deltas, *, expert: str, gate: str = "linear",
     rest0 = np.concatenate([tg[others][:-1].ravel(), np.asarray(G.expert)[others].ravel()])
     rng = np.random.default_rng(seed)
     dirs = list(np.eye(w)) + list(rng.standard_normal((starts, w)))
-    out = []
+    out, solutions = [], []
     for delta in deltas:
         d = jnp.asarray(float(delta))
-        best = np.inf
+        best, best_psi = np.inf, None
         for v in dirs:
             psi0 = np.concatenate([[float(G.beta0[atom]) - math.log(2)], v,
                                    np.zeros(w if center else 0), rest0])
@@ -117,11 +135,14 @@ def modulus_values(deltas, *, expert: str, gate: str = "linear",
                 lambda p, d=d: np.asarray(r_jit(jnp.asarray(p), d)), psi0,
                 jac=lambda p, d=d: np.asarray(j_jit(jnp.asarray(p), d)), method="lm",
                 xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=max_nfev)
-            best = min(best, float(np.sum(sol.fun ** 2)))
+            value = float(np.sum(sol.fun ** 2))
+            if value < best or best_psi is None:
+                best, best_psi = min(best, value), sol.x
             if stop_below is not None and best <= stop_below:
                 break
         out.append(best)
-    return np.array(out)
+        solutions.append(best_psi)
+    return np.array(out), np.array(solutions)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,4 +173,4 @@ def modulus_curve(deltas, *, expert: str, gate: str = "linear", floor: float = 1
     return ModulusCurve(expert, gate, d, m, float("nan"), float("nan"))
 
 
-__all__ = ["ModulusCurve", "modulus_curve", "modulus_values", "pair_theta"]
+__all__ = ["ModulusCurve", "modulus_curve", "modulus_solutions", "modulus_values", "pair_theta"]

@@ -186,6 +186,69 @@ def device_mesh(devices: int | None):
     return jax.sharding.Mesh(np.array(devs), ("r",))
 
 
+@dataclasses.dataclass(frozen=True)
+class PlanarData:
+    """``R`` replicate data sets in the planar, chunked, sharded layout of the loop.
+
+    ``arrays = (xt (R', D, N), y (R', N), w (R', N))`` on the devices (``R' >= R`` padded to
+    a multiple of the device count by repeating the last replicate; ``w`` is 1 on the ``n``
+    real samples, 0 on padding); ``sizes = (n, active chunks)`` as traced scalars.
+    """
+
+    R: int
+    n: int
+    chunk: int
+    active: int
+    pad: int
+    sharding: jax.sharding.NamedSharding
+    arrays: tuple
+
+    @property
+    def sizes(self) -> tuple:
+        return jnp.asarray(float(self.n)), jnp.asarray(self.active, jnp.int32)
+
+    def rows(self, a) -> Array:
+        """A per-replicate array ``(R, ...)`` padded like the data and put on the devices."""
+        a = np.asarray(a, np.float64)
+        if self.pad:
+            a = np.concatenate([a, np.repeat(a[-1:], self.pad, 0)])
+        return jax.device_put(jnp.asarray(a), self.sharding)
+
+
+def planar_data(x: Float[ArrayLike, "R n D"], y: Float[ArrayLike, "R n"], *, D: int,
+                devices: int | None = None, capacity: int | None = None) -> PlanarData:
+    """Validate ``x: (R, n, D)``, ``y: (R, n)`` and lay them out for the loop (see :func:`fit`
+    for ``devices`` and ``capacity``)."""
+    x = checks.finite_array(x, "x", ndim=3)
+    R, n, Dx = x.shape
+    if Dx != D:
+        raise ValueError(f"x must have shape (R, n, {D}) to match spec.D, got {x.shape}")
+    if n < 1 or R < 1:
+        raise ValueError(f"x must have at least one replicate and n >= 1 samples, got shape {x.shape}")
+    y = checks.finite_array(y, "y", shape=(R, n))
+    if capacity is not None:
+        capacity = checks.positive_int(capacity, "capacity")
+        if capacity < n:
+            raise ValueError(f"capacity must be >= the number of samples n = {n}, got {capacity}")
+    mesh = device_mesh(devices)
+    ndev = mesh.devices.size
+    pad = (-R) % ndev
+    if pad:
+        x = np.concatenate([x, np.repeat(x[-1:], pad, 0)])
+        y = np.concatenate([y, np.repeat(y[-1:], pad, 0)])
+    chunk, n_pad = chunking(n if capacity is None else capacity,
+                            chunk_limit((R + pad) // ndev))
+    xt = np.zeros((R + pad, D, n_pad))
+    xt[:, :, :n] = np.swapaxes(x, 1, 2)
+    yp = np.zeros((R + pad, n_pad))
+    yp[:, :n] = y
+    w = np.zeros((R + pad, n_pad))
+    w[:, :n] = 1.0
+    shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("r"))
+    arrays = tuple(jax.device_put(jnp.asarray(a, jnp.float64), shard) for a in (xt, yp, w))
+    return PlanarData(R, n, chunk, -(-n // chunk), pad, shard, arrays)
+
+
 @dataclasses.dataclass
 class FitResult:
     """Batched least-squares fits; every array has a leading replicate axis ``R``.
@@ -234,41 +297,13 @@ def fit(x: Float[ArrayLike, "R n D"], y: Float[ArrayLike, "R n"], theta0: Float[
     (True, True)
     """
     moe.check_spec(spec)
-    x = checks.finite_array(x, "x", ndim=3)
-    R, n, D = x.shape
-    if D != spec.D:
-        raise ValueError(f"x must have shape (R, n, {spec.D}) to match spec.D, got {x.shape}")
-    if n < 1 or R < 1:
-        raise ValueError(f"x must have at least one replicate and n >= 1 samples, got shape {x.shape}")
-    y = checks.finite_array(y, "y", shape=(R, n))
-    theta0 = checks.finite_array(theta0, "theta0", shape=(R, spec.num_params))
+    data = planar_data(x, y, D=spec.D, devices=devices, capacity=capacity)
+    theta0 = checks.finite_array(theta0, "theta0", shape=(data.R, spec.num_params))
     max_iter = checks.positive_int(max_iter, "max_iter")
-    if capacity is not None:
-        capacity = checks.positive_int(capacity, "capacity")
-        if capacity < n:
-            raise ValueError(f"capacity must be >= the number of samples n = {n}, got {capacity}")
     rtol = checks.real(rtol, "rtol", positive=True)
-    mesh = device_mesh(devices)
-    ndev = mesh.devices.size
-    pad = (-R) % ndev
-    if pad:
-        x = np.concatenate([x, np.repeat(x[-1:], pad, 0)])
-        y = np.concatenate([y, np.repeat(y[-1:], pad, 0)])
-        theta0 = np.concatenate([theta0, np.repeat(theta0[-1:], pad, 0)])
-    chunk, n_pad = chunking(n if capacity is None else capacity,
-                             chunk_limit((R + pad) // ndev))
-    active = -(-n // chunk)
-    xt = np.zeros((R + pad, D, n_pad))
-    xt[:, :, :n] = np.swapaxes(x, 1, 2)
-    yp = np.zeros((R + pad, n_pad))
-    yp[:, :n] = y
-    w = np.zeros((R + pad, n_pad))
-    w[:, :n] = 1.0
-    shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("r"))
-    args = [jax.device_put(jnp.asarray(a, jnp.float64), shard) for a in (theta0, xt, yp, w)]
-    out = fit_batch(*args, jnp.asarray(float(n)), jnp.asarray(active, jnp.int32),
-                    jnp.asarray(max_iter), jnp.asarray(rtol, jnp.float64), spec=spec, chunk=chunk)
-    out = {key: np.asarray(v)[:R] for key, v in out.items()}
+    out = fit_batch(data.rows(theta0), *data.arrays, *data.sizes, jnp.asarray(max_iter),
+                    jnp.asarray(rtol, jnp.float64), spec=spec, chunk=data.chunk)
+    out = {key: np.asarray(v)[:data.R] for key, v in out.items()}
     finite = np.isfinite(out["mse"]) & np.all(np.isfinite(out["theta"]), 1)
     conv = out["converged"] & finite
     return FitResult(spec, out["theta"], out["mse"], out["grad_norm"], out["decrement"],

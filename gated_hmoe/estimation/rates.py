@@ -89,13 +89,15 @@ def _medians(values: np.ndarray) -> np.ndarray:
 
 def slope(x: Float[ArrayLike, " m"], losses: Float[ArrayLike, "m R"], *, n_boot: int = 2000,
           level: float = 0.95, seed: int = 0, x_min: float | None = None,
-          x_max: float | None = None) -> Slope:
+          x_max: float | None = None, paired: bool = False) -> Slope:
     """Rate of ``losses: (m, R)`` (replicates along the last axis) against ``x: (m,)``.
 
     ``x_min``/``x_max`` restrict the fit to a range of ``x`` (inclusive). A median of 0 (an
     exact fit) has no logarithm: the slope is then ``nan``. Bootstrap:
     ``n_boot`` resamples of the replicates within each ``x`` (numpy ``Generator(seed)``),
-    percentile interval at ``level``.
+    percentile interval at ``level``; with ``paired=True`` whole replicate curves are
+    resampled (column ``r`` is the same replicate at every ``x``: the grid points share
+    their data or noise draws).
 
     >>> rng = np.random.default_rng(0)
     >>> x = np.logspace(2, 5, 6)
@@ -140,9 +142,12 @@ def slope(x: Float[ArrayLike, " m"], losses: Float[ArrayLike, "m R"], *, n_boot:
         b, a = float("nan"), float("nan")
     else:
         b, a = ols_slope(lx, ly)
+    if not isinstance(paired, bool):
+        raise TypeError(f"paired must be a bool, got {type(paired).__name__}")
     rng = np.random.default_rng(seed)
     m, R = L.shape
-    idx = rng.integers(0, R, size=(n_boot, m, R))
+    idx = np.broadcast_to(rng.integers(0, R, size=(n_boot, 1 if paired else m, R)),
+                          (n_boot, m, R))
     boot = _medians(np.take_along_axis(np.broadcast_to(L, (n_boot, m, R)), idx, axis=2))
     with np.errstate(divide="ignore", invalid="ignore"):
         lb = np.log(boot)

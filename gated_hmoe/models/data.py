@@ -60,7 +60,8 @@ def draws_and_means(keys: Array, G: moe.MixingMeasure, n: int, D: int, expert: s
     return x, eps, f
 
 
-_draws_and_means_jit = jax.jit(draws_and_means, static_argnums=(2, 3, 4, 5))
+#: :func:`draws_and_means` compiled once per shape (``n``, ``D``, ``expert``, ``gate`` static).
+draws_and_means_jit = jax.jit(draws_and_means, static_argnums=(2, 3, 4, 5))
 
 
 def sample_batch(keys: Array, G: moe.MixingMeasure, *, n: int, noise_var: float, expert: str,
@@ -71,6 +72,6 @@ def sample_batch(keys: Array, G: moe.MixingMeasure, *, n: int, noise_var: float,
     G = moe.validate_measure(G, "G", expert=expert, gate=gate)
     nu = checks.real(noise_var, "noise_var", positive=True)
     n = checks.positive_int(n, "n")
-    x, eps, f = _draws_and_means_jit(keys, jax.tree.map(jnp.asarray, G), n, G.beta1.shape[1],
+    x, eps, f = draws_and_means_jit(keys, jax.tree.map(jnp.asarray, G), n, G.beta1.shape[1],
                                      expert, gate)
     return x, f + math.sqrt(nu) * eps

@@ -1,0 +1,110 @@
+"""Figures of the profile confidence sets: excess profiles, radius vs n, sample complexity.
+
+Functions take results (:class:`gated_hmoe.experiments.e1_profile.ProfileSweep`, keyed by a
+label) and return matplotlib objects; nothing here fits anything.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gated_hmoe.viz.style import EXPERT_COLORS, new_figure
+
+#: Markers of the radius status: interpolated (filled), censored at the grid's end (hollow).
+STATUS_MARKERS = {"interpolated": "o", "censored": "^", "below": "v"}
+
+
+def _colour(sweep) -> str:
+    return EXPERT_COLORS.get(sweep.config.expert, "0.3")
+
+
+def excess_axes(ax, sweep, point: int = -1, *, colour=None):
+    """``Delta L_n(delta) / nu`` against ``delta`` for every replicate at one grid point,
+    with the threshold ``c`` (dashed); uncertified offsets are left out of the curves."""
+    d = sweep.config.deltas()
+    e = sweep.excess()[point]
+    p = sweep.points[point]
+    colour = colour or _colour(sweep)
+    for i, row in enumerate(e):
+        ax.plot(d, np.maximum(row, 1e-3), "-", color=colour, alpha=0.45, lw=1,
+                label="replicates" if i == 0 else None)
+    ax.axhline(sweep.config.c, color="0.2", ls="--", lw=1, label=f"threshold c = {sweep.config.c:.2f}")
+    ax.set(xscale="log", yscale="log", xlabel="offset δ of the over-fitted pair",
+           ylabel="profile excess ΔL_n(δ) / ν (drawn at 1e-3 if below)",
+           title=f"{sweep.config.expert}: n = {p['n']}, ν = {p['noise']:.0e}")
+    ax.legend(loc="upper left")
+    return ax
+
+
+def radius_axes(ax, sweeps: dict, *, c: float | None = None, reference: float | None = -0.25):
+    """Median radius (interquartile band) against ``n / nu`` for several sweeps
+    (``label -> ProfileSweep``); the legend states each slope with its bootstrap 95%
+    interval over whole replicate curves and the certified share; hollow markers: the
+    median radius is censored at the grid's end. ``reference``: a theory slope drawn through
+    the first sweep's first median (dotted)."""
+    first = None
+    for label, sw in sweeps.items():
+        r, status = sw.radii(c)
+        r = np.where(np.isfinite(r), r, np.inf)
+        med = np.median(r, 1)
+        q1, q3 = np.quantile(r, 0.25, 1), np.quantile(r, 0.75, 1)
+        colour = _colour(sw)
+        censored = np.mean(status == "censored", 1) >= 0.5
+        slope = sw.slope(c).label() if len(sw.points) >= 2 else "one point"
+        ax.plot(sw.x, med, "-", color=colour,
+                label=f"{label}: {slope}; certified {sw.certified_fraction():.0%}")
+        ax.plot(sw.x[~censored], med[~censored], "o", color=colour)
+        ax.plot(sw.x[censored], med[censored], "^", color=colour, mfc="none", ms=7)
+        ax.fill_between(sw.x, q1, q3, color=colour, alpha=0.15, linewidth=0)
+        first = first or (sw.x, med)
+    if reference is not None and first is not None:
+        xs, med = first
+        ax.plot(xs, med[0] * (xs / xs[0]) ** reference, ":", color="0.3",
+                label=f"reference slope {reference:+.2f}")
+    ax.plot([], [], "^", color="0.3", mfc="none", label="median censored at the grid's end")
+    ax.set(xscale="log", yscale="log", xlabel="effective sample size n / ν",
+           ylabel="resolvable radius r_n (offset units)")
+    ax.legend(loc="lower left")
+    return ax
+
+
+def profile_panels(sweep):
+    """Two panels for one sweep: the excess profiles at the largest ``n / nu`` and the
+    radius against ``n / nu`` (what the command line writes)."""
+    fig, axes = new_figure(2, width=12.0, height=4.4)
+    excess_axes(axes[0], sweep, -1)
+    radius_axes(axes[1], {sweep.config.expert: sweep})
+    axes[1].set_title("resolvable radius of the over-fitted pair")
+    fig.tight_layout()
+    return fig, axes
+
+
+def sample_complexity_axes(ax, sweeps: dict, eps, *, reference: float = -4.0):
+    """``n(eps)`` against ``eps`` (log-log) per sweep (``label -> ProfileSweep``, n sweeps);
+    a sweep that reaches no ``eps`` is named in the legend as "not reached at any n in
+    range (n <= max)". Dotted: the ``eps^reference`` law through the first curve's first
+    point."""
+    eps = np.asarray(eps, float)
+    drawn = None
+    for label, sw in sweeps.items():
+        n_eps = np.array([sw.sample_complexity(e) for e in eps])
+        colour = _colour(sw)
+        if np.all(np.isnan(n_eps)):
+            ax.plot([], [], "x", color=colour,
+                    label=f"{label}: not reached at any n in range (n ≤ {sw.n.max():.0e})")
+            continue
+        ax.plot(eps, n_eps, "o-", color=colour, label=label)
+        if drawn is None:
+            i = int(np.flatnonzero(np.isfinite(n_eps))[0])
+            drawn = (eps[i], n_eps[i])
+    if drawn is not None:
+        e0, n0 = drawn
+        ax.plot(eps, n0 * (eps / e0) ** reference, ":", color="0.3",
+                label=f"reference ε^{reference:g}")
+    ax.set(xscale="log", yscale="log", xlabel="target radius ε (offset units)",
+           ylabel="samples n(ε) with median r_n ≤ ε")
+    ax.legend(loc="upper right")
+    return ax
+
+
+__all__ = ["excess_axes", "profile_panels", "radius_axes", "sample_complexity_axes"]
