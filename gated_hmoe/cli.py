@@ -72,23 +72,30 @@ def cli_rates(args) -> int:
     return 0
 
 
-def add_rates(sub) -> None:
-    p = sub.add_parser("rates", help="E1: least-squares rates of MoE experts (n or noise sweep)",
-                       description=e1_rates.__doc__.split("\n\n")[0])
-    p.add_argument("--expert", default="sigmoid", help=f"one of {moe.EXPERTS}")
+def add_e1_sweep_flags(p, *, expert: str, k_fit: int, points: int, replicates: int,
+                       sweep_help: str) -> None:
+    """The flags that E1's sweeps share: class, sizes and the n or noise grid."""
+    p.add_argument("--expert", default=expert, help=f"one of {moe.EXPERTS}")
     p.add_argument("--gate", default="linear", help=f"one of {moe.GATES}")
     p.add_argument("--k-true", type=int, default=2)
-    p.add_argument("--k-fit", type=int, default=2)
-    p.add_argument("--sweep", default="n", help="'n' (sample size) or 'noise' (E1 contrast protocol)")
+    p.add_argument("--k-fit", type=int, default=k_fit)
+    p.add_argument("--sweep", default="n", help=sweep_help)
     p.add_argument("--n-min", type=int, default=1000)
     p.add_argument("--n-max", type=int, default=100_000)
     p.add_argument("--noise", type=float, default=1e-6, help="noise variance for --sweep n")
     p.add_argument("--n", type=int, default=1000, help="fixed sample size for --sweep noise")
     p.add_argument("--noise-min", type=float, default=1e-14)
     p.add_argument("--noise-max", type=float, default=1e-4)
-    p.add_argument("--points", type=int, default=12)
-    p.add_argument("--replicates", type=int, default=20)
+    p.add_argument("--points", type=int, default=points)
+    p.add_argument("--replicates", type=int, default=replicates)
     p.add_argument("--seed", type=int, default=0)
+
+
+def add_rates(sub) -> None:
+    p = sub.add_parser("rates", help="E1: least-squares rates of MoE experts (n or noise sweep)",
+                       description=e1_rates.__doc__.split("\n\n")[0])
+    add_e1_sweep_flags(p, expert="sigmoid", k_fit=2, points=12, replicates=20,
+                       sweep_help="'n' (sample size) or 'noise' (E1 contrast protocol)")
     p.add_argument("--init", default="near", help="one of ('near', 'split', 'random')")
     p.add_argument("--spread", type=float, default=0.1)
     p.add_argument("--starts", type=int, default=8, help="random multi-start count")
@@ -157,20 +164,8 @@ def add_profile(sub) -> None:
     p = sub.add_parser(
         "profile", help="E1: profile confidence sets of the over-fitted pair (radius vs n)",
         description=e1_profile.__doc__.split("\n\n")[0])
-    p.add_argument("--expert", default="silu", help=f"one of {moe.EXPERTS}")
-    p.add_argument("--gate", default="linear", help=f"one of {moe.GATES}")
-    p.add_argument("--k-true", type=int, default=2)
-    p.add_argument("--k-fit", type=int, default=3)
-    p.add_argument("--sweep", default="n", help="'n' (sample size at fixed noise) or 'noise'")
-    p.add_argument("--n-min", type=int, default=1000)
-    p.add_argument("--n-max", type=int, default=100_000)
-    p.add_argument("--noise", type=float, default=1e-6, help="noise variance for --sweep n")
-    p.add_argument("--n", type=int, default=1000, help="fixed sample size for --sweep noise")
-    p.add_argument("--noise-min", type=float, default=1e-14)
-    p.add_argument("--noise-max", type=float, default=1e-4)
-    p.add_argument("--points", type=int, default=5)
-    p.add_argument("--replicates", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
+    add_e1_sweep_flags(p, expert="silu", k_fit=3, points=5, replicates=16,
+                       sweep_help="'n' (sample size at fixed noise) or 'noise'")
     p.add_argument("--true", default=None, metavar="FILE.json", help="true measure (JSON)")
     p.add_argument("--offsets", default="0.02,2,12", metavar="MIN,MAX,COUNT",
                    help="log-spaced grid of offsets delta")

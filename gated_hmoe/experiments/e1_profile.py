@@ -37,7 +37,7 @@ import numpy as np
 
 from gated_hmoe import checks
 from gated_hmoe.estimation import modulus, profile, rates
-from gated_hmoe.experiments import runner
+from gated_hmoe.experiments import e1_rates, runner
 from gated_hmoe.models import data, moe
 
 SWEEPS: tuple[str, ...] = ("n", "noise")
@@ -102,23 +102,7 @@ class ProfileConfig:
                              f"({G.beta0.shape[0]}), got {k_true}")
         if G.beta1.shape[1] != 1:
             raise ValueError(f"true must have input dimension D = 1, got {G.beta1.shape[1]}")
-        if self.sweep == "n":
-            lo = checks.positive_int(self.n_min, "n_min")
-            hi = checks.positive_int(self.n_max, "n_max")
-            if hi < lo:
-                raise ValueError(f"n_max must be >= n_min, got n_min={lo}, n_max={hi}")
-            checks.real(self.noise, "noise", positive=True)
-        else:
-            checks.positive_int(self.n, "n")
-            lo = checks.real(self.noise_min, "noise_min", positive=True)
-            hi = checks.real(self.noise_max, "noise_max", positive=True)
-            if hi < lo:
-                raise ValueError(f"noise_max must be >= noise_min, got {lo} and {hi}")
-        checks.positive_int(self.points, "points")
-        checks.positive_int(self.replicates, "replicates")
-        checks.positive_int(self.seed, "seed", minimum=0)
-        checks.positive_int(self.max_iter, "max_iter")
-        checks.real(self.rtol, "rtol", positive=True)
+        e1_rates.check_sweep(self)
         checks.real(self.c, "c", positive=True)
         split = checks.real(self.split, "split")
         if not 0 < split < 1:
@@ -140,13 +124,7 @@ class ProfileConfig:
 
     def grid(self) -> list[tuple[int, float]]:
         """Grid points ``(n, nu)`` in increasing ``n / nu``."""
-        if self.sweep == "n":
-            ns = np.unique(np.round(np.logspace(math.log10(self.n_min), math.log10(self.n_max),
-                                                self.points)).astype(int))
-            return [(int(n), float(self.noise)) for n in ns]
-        nus = np.logspace(math.log10(self.noise_max), math.log10(self.noise_min), self.points)
-        nus = sorted({float(f"{v:.12e}") for v in nus}, reverse=True)
-        return [(int(self.n), v) for v in nus]
+        return e1_rates.sweep_grid(self)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)

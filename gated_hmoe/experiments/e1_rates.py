@@ -64,6 +64,42 @@ REPLICATE_FIELDS: tuple[str, ...] = METRICS + (
     "iterations", "converged", "failed")
 
 
+def check_sweep(cfg) -> None:
+    """Check the sweep fields that E1's configurations share (``sweep``, ``n_min``, ``n_max``,
+    ``noise`` or ``n``, ``noise_min``, ``noise_max``, ``points``, ``replicates``, ``seed``,
+    ``max_iter``, ``rtol``); ``ValueError``/``TypeError`` naming the field."""
+    if cfg.sweep == "n":
+        lo = checks.positive_int(cfg.n_min, "n_min")
+        hi = checks.positive_int(cfg.n_max, "n_max")
+        if hi < lo:
+            raise ValueError(f"n_max must be >= n_min, got n_min={lo}, n_max={hi}")
+        checks.real(cfg.noise, "noise", positive=True)
+    else:
+        checks.positive_int(cfg.n, "n")
+        lo = checks.real(cfg.noise_min, "noise_min", positive=True)
+        hi = checks.real(cfg.noise_max, "noise_max", positive=True)
+        if hi < lo:
+            raise ValueError(f"noise_max must be >= noise_min, got {lo} and {hi}")
+    checks.positive_int(cfg.points, "points")
+    checks.positive_int(cfg.replicates, "replicates")
+    checks.positive_int(cfg.seed, "seed", minimum=0)
+    checks.positive_int(cfg.max_iter, "max_iter")
+    checks.real(cfg.rtol, "rtol", positive=True)
+
+
+def sweep_grid(cfg) -> list[tuple[int, float]]:
+    """Grid points ``(n, nu)`` of an E1 configuration, in increasing effective sample size
+    ``n / nu``: ``n`` log-spaced at fixed ``noise`` (``sweep="n"``), or ``nu`` log-spaced at
+    fixed ``n`` (``sweep="noise"``)."""
+    if cfg.sweep == "n":
+        ns = np.unique(np.round(np.logspace(math.log10(cfg.n_min), math.log10(cfg.n_max),
+                                            cfg.points)).astype(int))
+        return [(int(n), float(cfg.noise)) for n in ns]
+    nus = np.logspace(math.log10(cfg.noise_max), math.log10(cfg.noise_min), cfg.points)
+    nus = sorted({float(f"{v:.12e}") for v in nus}, reverse=True)
+    return [(int(cfg.n), v) for v in nus]
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
     """Everything that determines a rate experiment's numbers (hashed for the cache).
@@ -123,23 +159,7 @@ class SweepConfig:
         if G.beta0.shape[0] != k_true:
             raise ValueError(f"k_true must equal the number of atoms of the true measure "
                              f"({G.beta0.shape[0]}), got {k_true}")
-        if self.sweep == "n":
-            lo = checks.positive_int(self.n_min, "n_min")
-            hi = checks.positive_int(self.n_max, "n_max")
-            if hi < lo:
-                raise ValueError(f"n_max must be >= n_min, got n_min={lo}, n_max={hi}")
-            checks.real(self.noise, "noise", positive=True)
-        else:
-            checks.positive_int(self.n, "n")
-            lo = checks.real(self.noise_min, "noise_min", positive=True)
-            hi = checks.real(self.noise_max, "noise_max", positive=True)
-            if hi < lo:
-                raise ValueError(f"noise_max must be >= noise_min, got {lo} and {hi}")
-        checks.positive_int(self.points, "points")
-        checks.positive_int(self.replicates, "replicates")
-        checks.positive_int(self.seed, "seed", minimum=0)
-        checks.positive_int(self.max_iter, "max_iter")
-        checks.real(self.rtol, "rtol", positive=True)
+        check_sweep(self)
         for name in ("fit_min", "fit_max"):
             if getattr(self, name) is not None:
                 checks.real(getattr(self, name), name, positive=True)
@@ -177,13 +197,7 @@ class SweepConfig:
     # -------------------------------------------------------------- grid
     def grid(self) -> list[tuple[int, float]]:
         """Grid points ``(n, nu)``, in increasing effective sample size ``n / nu``."""
-        if self.sweep == "n":
-            ns = np.unique(np.round(np.logspace(math.log10(self.n_min), math.log10(self.n_max),
-                                                self.points)).astype(int))
-            return [(int(n), float(self.noise)) for n in ns]
-        nus = np.logspace(math.log10(self.noise_max), math.log10(self.noise_min), self.points)
-        nus = sorted({float(f"{v:.12e}") for v in nus}, reverse=True)
-        return [(int(self.n), v) for v in nus]
+        return sweep_grid(self)
 
     def slope_range(self) -> tuple[float | None, float | None]:
         lo = self.fit_min
@@ -594,7 +608,7 @@ def live_fit(*, expert: str, k: int, n: int, noise: float, spread: float, replic
             "truth": G, "expert": expert, "gate": gate}
 
 
-__all__ = ["CLASSES", "FADE_WEIGHT", "METRICS", "NOISE_CELLS", "NOISE_FIT_MIN", "OVERLAP",
+__all__ = ["CLASSES", "FADE_WEIGHT", "METRICS", "check_sweep", "sweep_grid", "NOISE_CELLS", "NOISE_FIT_MIN", "OVERLAP",
            "REPLICATE_FIELDS", "SLOPE_ONLY_FIELDS", "SWEEPS", "SweepConfig", "SweepResult",
            "UPPER_FIT_MIN", "budget_rows", "compute_slopes", "format_budget_rows", "live_fit",
            "longer_budget", "n_sweep_configs", "noise_sweep_configs", "plateau", "run_all",
