@@ -318,6 +318,15 @@ def add_transformer(sub) -> None:
 COMMANDS = (add_rates, add_profile, add_attention_fit, add_transformer)
 
 
+def sub_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The sub-parser of each command of ``parser``."""
+    out = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            out.update(action.choices)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per experiment."""
     parser = argparse.ArgumentParser(
@@ -327,6 +336,21 @@ def build_parser() -> argparse.ArgumentParser:
     for add in COMMANDS:
         add(sub)
     return parser
+
+
+def as_flags(message: str, parser: argparse.ArgumentParser) -> str:
+    """``message`` with a leading configuration field replaced by its flag as the user types
+    it (``"n_min must be ..."`` -> ``"--n-min must be ..."``; also ``"offsets min ..."``).
+
+    >>> p = argparse.ArgumentParser(); _ = p.add_argument("--n-min", type=int)
+    >>> as_flags("n_min must be an integer >= 1, got 0", p)
+    '--n-min must be an integer >= 1, got 0'
+    """
+    flags = {a.dest: a.option_strings[-1] for a in parser._actions if a.option_strings}
+    for dest in sorted(flags, key=len, reverse=True):
+        if message.startswith(dest + " "):
+            return flags[dest] + message[len(dest):]
+    return message
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,5 +364,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError) as exc:  # bad input: one clear line, no trace
-        print(f"error: {exc}", file=sys.stderr)
+        command = sub_parsers(parser).get(getattr(args, "command", None), parser)
+        print(f"error: {as_flags(str(exc), command)}", file=sys.stderr)
         return 2

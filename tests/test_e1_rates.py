@@ -103,6 +103,8 @@ def test_bad_input_exits_2(tmp_path, capsys):
         assert cli.main(base + extra) == 2, extra
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:"), (extra, err)
+        if extra[0] in ("--n-min", "--expert", "--gate", "--init", "--noise", "--replicates"):
+            assert err[0].startswith(f"error: {extra[0]} "), err    # the flag as typed
     with pytest.raises(TypeError, match="config"):
         ex.run_sweep({"expert": "linear"})
     assert not os.path.exists(tmp_path / "o")

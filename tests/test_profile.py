@@ -174,7 +174,7 @@ def test_cli_profile_writes_results_and_rejects_bad_flags(tmp_path, capsys):
         capsys.readouterr()
         assert cli.main(argv + bad) == 2, bad
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error:"), err
+        assert len(err) == 1 and err[0].startswith(f"error: {bad[0]} "), err
 
 
 @pytest.mark.user_input
