@@ -38,21 +38,27 @@ def _save(fig, path: Path) -> None:
 
 # ------------------------------------------------------------------ rates (E1, E3)
 
-def rates_config(args) -> e1_rates.SweepConfig:
-    """The :class:`~gated_hmoe.experiments.e1_rates.SweepConfig` of the ``rates`` flags."""
+def e1_sweep_fields(args) -> dict:
+    """The configuration fields of the flags of :func:`add_e1_sweep_flags` (the true measure
+    read from ``--true``; the grid of the chosen ``--sweep``)."""
     true = None
     if args.true is not None:
         true = moe.measure_to_dict(moe.load_measure(args.true, expert=args.expert, gate=args.gate))
     fields = dict(expert=args.expert, gate=args.gate, k_true=args.k_true, k_fit=args.k_fit,
                   sweep=args.sweep, points=args.points, replicates=args.replicates,
-                  seed=args.seed, init=args.init, spread=args.spread, starts=args.starts,
-                  box=args.box, max_iter=args.max_iter, rtol=args.rtol, true=true,
-                  fit_min=args.fit_min, fit_max=args.fit_max)
+                  seed=args.seed, max_iter=args.max_iter, rtol=args.rtol, true=true)
     if args.sweep == "n":
         fields.update(n_min=args.n_min, n_max=args.n_max, noise=args.noise)
     else:
         fields.update(n=args.n, noise_min=args.noise_min, noise_max=args.noise_max)
-    return e1_rates.SweepConfig(**fields).validate()
+    return fields
+
+
+def rates_config(args) -> e1_rates.SweepConfig:
+    """The :class:`~gated_hmoe.experiments.e1_rates.SweepConfig` of the ``rates`` flags."""
+    return e1_rates.SweepConfig(**e1_sweep_fields(args), init=args.init, spread=args.spread,
+                                starts=args.starts, box=args.box, fit_min=args.fit_min,
+                                fit_max=args.fit_max).validate()
 
 
 def cli_rates(args) -> int:
@@ -124,18 +130,8 @@ def _offsets(text: str) -> tuple[float, float, int]:
 
 def profile_config(args) -> e1_profile.ProfileConfig:
     """The :class:`~gated_hmoe.experiments.e1_profile.ProfileConfig` of the ``profile`` flags."""
-    true = None
-    if args.true is not None:
-        true = moe.measure_to_dict(moe.load_measure(args.true, expert=args.expert, gate=args.gate))
-    fields = dict(expert=args.expert, gate=args.gate, k_true=args.k_true, k_fit=args.k_fit,
-                  sweep=args.sweep, points=args.points, replicates=args.replicates,
-                  seed=args.seed, offsets=_offsets(args.offsets), split=args.split, c=args.c,
-                  max_iter=args.max_iter, rtol=args.rtol, true=true)
-    if args.sweep == "n":
-        fields.update(n_min=args.n_min, n_max=args.n_max, noise=args.noise)
-    else:
-        fields.update(n=args.n, noise_min=args.noise_min, noise_max=args.noise_max)
-    return e1_profile.ProfileConfig(**fields).validate()
+    return e1_profile.ProfileConfig(**e1_sweep_fields(args), offsets=_offsets(args.offsets),
+                                    split=args.split, c=args.c).validate()
 
 
 def cli_profile(args) -> int:
