@@ -45,6 +45,29 @@ SWEEPS: tuple[str, ...] = ("n", "noise")
 POST_FIELDS: tuple[str, ...] = ("c",)
 
 
+def check_offsets(offsets) -> tuple:
+    """``offsets = (min, max, count)`` with ``0 < min < max`` and ``count >= 2``, else
+    ``ValueError`` naming the part."""
+    if not isinstance(offsets, (tuple, list)) or len(offsets) != 3:
+        raise ValueError(f"offsets must be (min, max, count), got {offsets!r}")
+    lo = checks.real(offsets[0], "offsets min", positive=True)
+    hi = checks.real(offsets[1], "offsets max", positive=True)
+    count = checks.positive_int(offsets[2], "offsets count", minimum=2)
+    if hi <= lo:
+        raise ValueError(f"offsets max must be > offsets min, got {lo} and {hi}")
+    return lo, hi, count
+
+
+def offset_grid(offsets) -> np.ndarray:
+    """The ``count`` log-spaced offsets of ``offsets = (min, max, count)``.
+
+    >>> offset_grid((0.1, 10.0, 3)).tolist()
+    [0.1, 1.0, 10.0]
+    """
+    lo, hi, count = check_offsets(offsets)
+    return np.logspace(math.log10(lo), math.log10(hi), count)
+
+
 @dataclasses.dataclass(frozen=True)
 class ProfileConfig:
     """Everything that determines a profile sweep's numbers (hashed for the cache).
@@ -107,20 +130,12 @@ class ProfileConfig:
         split = checks.real(self.split, "split")
         if not 0 < split < 1:
             raise ValueError(f"split must be in (0, 1), got {split!r}")
-        if not isinstance(self.offsets, (tuple, list)) or len(self.offsets) != 3:
-            raise ValueError(f"offsets must be (min, max, count), got {self.offsets!r}")
-        lo = checks.real(self.offsets[0], "offsets min", positive=True)
-        hi = checks.real(self.offsets[1], "offsets max", positive=True)
-        count = checks.positive_int(self.offsets[2], "offsets count", minimum=2)
-        if hi <= lo:
-            raise ValueError(f"offsets max must be > offsets min, got {lo} and {hi}")
-        del count
+        check_offsets(self.offsets)
         return self
 
     def deltas(self) -> np.ndarray:
         """The offsets ``delta`` of the profiles (log-spaced)."""
-        lo, hi, count = self.offsets
-        return np.logspace(math.log10(lo), math.log10(hi), int(count))
+        return offset_grid(self.offsets)
 
     def grid(self) -> list[tuple[int, float]]:
         """Grid points ``(n, nu)`` in increasing ``n / nu``."""
@@ -220,15 +235,21 @@ def run_point(config: ProfileConfig, n: int, nu: float, *, starts: np.ndarray,
                                      capacity=capacity)
     prof = profile.profile(problem, deltas=config.deltas(), starts=starts, nu=nu, c=config.c)
     ssr_true = np.sum((y - f[:, :n]) ** 2, axis=1)
+    return point_record(n, nu, prof, ssr_true, time.perf_counter() - t0)
 
+
+def point_record(n: int, nu: float, prof: profile.Profile, ssr_true: np.ndarray,
+                 seconds: float) -> dict:
+    """One grid point's profiles as a JSON-ready dict: ``excess`` per replicate and offset in
+    units of ``nu`` (``None`` where not certified), the certified count, the reference and
+    the true parameter's residual sums of squares over ``nu``, and the time taken."""
     def listed(a):
         return [[None if not np.isfinite(v) else float(v) for v in row] for row in a]
 
-    return {"n": int(n), "noise": float(nu), "x": float(n / nu),
-            "seconds": time.perf_counter() - t0,
+    return {"n": int(n), "noise": float(nu), "x": float(n / nu), "seconds": float(seconds),
             "certified": int(prof.certified.sum()), "fits": int(prof.certified.size),
             "excess": listed(prof.excess), "ssr_min_over_noise": (prof.ssr_min / nu).tolist(),
-            "ssr_true_over_noise": (ssr_true / nu).tolist()}
+            "ssr_true_over_noise": (np.asarray(ssr_true) / nu).tolist()}
 
 
 # ------------------------------------------------------------------ the chapter's sweeps
@@ -455,7 +476,7 @@ def run_profiles(config: ProfileConfig, *, cache_dir=None, progress: bool = True
     return ProfileSweep(config, points, sum(p["seconds"] for p in points), runner.versions())
 
 
-__all__ = ["AGREEMENT_FACTOR", "BANDS", "CALIBRATION", "CHAPTER_OFFSETS", "CALIBRATION_SEEDS", "CHAPTER_SIZES", "HELD_OUT_SEED", "POST_FIELDS",
+__all__ = ["check_offsets", "offset_grid", "point_record", "AGREEMENT_FACTOR", "BANDS", "CALIBRATION", "CHAPTER_OFFSETS", "CALIBRATION_SEEDS", "CHAPTER_SIZES", "HELD_OUT_SEED", "POST_FIELDS",
            "band_from_calibration", "chapter_configs", "chapter_noise_configs",
            "interpolated_medians", "ProfileConfig", "ProfileSweep", "SWEEPS", "fixed_design_identity",
            "population_starts", "replicate_data", "run_point", "run_profiles"]
