@@ -7,6 +7,7 @@ experiment's cached, resumable runner (:mod:`gated_hmoe.experiments`), writes
 
 - ``rates``: E1 (and E3 with ``--gate``) -- least-squares rates of MoE experts;
 - ``profile``: E1 measured by what the data determine -- profile confidence sets;
+- ``attention-profile``: E2 measured the same way -- the surplus head of a gate position;
 - ``attention-fit``: E2 -- fitted attention layers per gate position;
 - ``transformer``: E4 -- a small transformer with and without gates.
 """
@@ -22,7 +23,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 
 from gated_hmoe.estimation.profile import CHI2_95
-from gated_hmoe.experiments import e1_profile, e1_rates, e2_attention, runner
+from gated_hmoe.experiments import e1_profile, e1_rates, e2_attention, e2_profile, runner
 from gated_hmoe.experiments import e4_transformer as e4
 from gated_hmoe.models import heads, moe
 from gated_hmoe.viz import attention as viz_attention
@@ -44,9 +45,15 @@ def e1_sweep_fields(args) -> dict:
     true = None
     if args.true is not None:
         true = moe.measure_to_dict(moe.load_measure(args.true, expert=args.expert, gate=args.gate))
-    fields = dict(expert=args.expert, gate=args.gate, k_true=args.k_true, k_fit=args.k_fit,
-                  sweep=args.sweep, points=args.points, replicates=args.replicates,
-                  seed=args.seed, max_iter=args.max_iter, rtol=args.rtol, true=true)
+    return dict(expert=args.expert, gate=args.gate, k_true=args.k_true, k_fit=args.k_fit,
+                true=true, **grid_fields(args))
+
+
+def grid_fields(args) -> dict:
+    """The configuration fields of the flags of :func:`add_grid_flags` (the grid of the
+    chosen ``--sweep``), with the replicates, seed and the loop's budget."""
+    fields = dict(sweep=args.sweep, points=args.points, replicates=args.replicates,
+                  seed=args.seed, max_iter=args.max_iter, rtol=args.rtol)
     if args.sweep == "n":
         fields.update(n_min=args.n_min, n_max=args.n_max, noise=args.noise)
     else:
@@ -85,12 +92,18 @@ def add_e1_sweep_flags(p, *, expert: str, k_fit: int, points: int, replicates: i
     p.add_argument("--gate", default="linear", help=f"one of {moe.GATES}")
     p.add_argument("--k-true", type=int, default=2)
     p.add_argument("--k-fit", type=int, default=k_fit)
+    add_grid_flags(p, points=points, replicates=replicates, sweep_help=sweep_help)
+
+
+def add_grid_flags(p, *, points: int, replicates: int, sweep_help: str, n_min: int = 1000,
+                   n_max: int = 100_000, n: int = 1000, noise_min: float = 1e-14) -> None:
+    """The flags of an n or noise grid with replicates (E1 and E2 sweeps)."""
     p.add_argument("--sweep", default="n", help=sweep_help)
-    p.add_argument("--n-min", type=int, default=1000)
-    p.add_argument("--n-max", type=int, default=100_000)
+    p.add_argument("--n-min", type=int, default=n_min)
+    p.add_argument("--n-max", type=int, default=n_max)
     p.add_argument("--noise", type=float, default=1e-6, help="noise variance for --sweep n")
-    p.add_argument("--n", type=int, default=1000, help="fixed sample size for --sweep noise")
-    p.add_argument("--noise-min", type=float, default=1e-14)
+    p.add_argument("--n", type=int, default=n, help="fixed sample size for --sweep noise")
+    p.add_argument("--noise-min", type=float, default=noise_min)
     p.add_argument("--noise-max", type=float, default=1e-4)
     p.add_argument("--points", type=int, default=points)
     p.add_argument("--replicates", type=int, default=replicates)
@@ -140,7 +153,12 @@ def cli_profile(args) -> int:
     config = profile_config(args)
     result = e1_profile.run_profiles(config, cache_dir=args.cache_dir,
                                      progress=not args.no_progress, devices=args.devices)
-    out = Path(args.out)
+    return write_profile(result, Path(args.out))
+
+
+def write_profile(result: e1_profile.ProfileSweep, out: Path) -> int:
+    """Write ``out/results.json`` and ``out/profile.png`` of a profile sweep and print its
+    summary (certified fits, median radii, slope, time)."""
     out.mkdir(parents=True, exist_ok=True)
     payload = result.to_dict()
     runner.write_json_atomic(out / "results.json", payload, indent=1)
@@ -163,7 +181,14 @@ def add_profile(sub) -> None:
     add_e1_sweep_flags(p, expert="silu", k_fit=3, points=5, replicates=16,
                        sweep_help="'n' (sample size at fixed noise) or 'noise'")
     p.add_argument("--true", default=None, metavar="FILE.json", help="true measure (JSON)")
-    p.add_argument("--offsets", default="0.02,2,12", metavar="MIN,MAX,COUNT",
+    add_profile_flags(p, offsets="0.02,2,12")
+    p.add_argument("--devices", type=int, default=None)
+    p.set_defaults(func=cli_profile)
+
+
+def add_profile_flags(p, *, offsets: str) -> None:
+    """The flags of a profile: offsets, split, threshold, the loop's budget, cache, output."""
+    p.add_argument("--offsets", default=offsets, metavar="MIN,MAX,COUNT",
                    help="log-spaced grid of offsets delta")
     p.add_argument("--split", type=float, default=0.5, help="weight share of the pair's first atom")
     p.add_argument("--c", type=float, default=CHI2_95,
@@ -171,11 +196,42 @@ def add_profile(sub) -> None:
     p.add_argument("--max-iter", type=int, default=200)
     p.add_argument("--rtol", type=float, default=1e-2,
                    help="certify a fit when its Gauss-Newton decrement is <= rtol * nu")
-    p.add_argument("--devices", type=int, default=None)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.set_defaults(func=cli_profile)
+
+
+# ------------------------------------------------------------------ attention-profile (E2, what the data determine)
+
+def attention_profile_config(args) -> e2_profile.AttentionProfileConfig:
+    """The :class:`~gated_hmoe.experiments.e2_profile.AttentionProfileConfig` of the
+    ``attention-profile`` flags."""
+    return e2_profile.AttentionProfileConfig(
+        position=args.position, **grid_fields(args), offsets=_offsets(args.offsets),
+        split=args.split, c=args.c, n_tokens=args.n_tokens).validate()
+
+
+def cli_attention_profile(args) -> int:
+    """``attention-profile``: profile confidence sets of the surplus head of one gate
+    position along an n or noise sweep; ``DIR/results.json`` and ``DIR/profile.png``."""
+    config = attention_profile_config(args)
+    result = e2_profile.run_profiles(config, cache_dir=args.cache_dir,
+                                     progress=not args.no_progress)
+    return write_profile(result, Path(args.out))
+
+
+def add_attention_profile(sub) -> None:
+    p = sub.add_parser(
+        "attention-profile",
+        help="E2: profile confidence sets of the surplus head (radius vs n), one gate position",
+        description=e2_profile.__doc__.split("\n\n")[0])
+    p.add_argument("--position", default="ridge", help=f"one of {heads.LAYER_POSITIONS}")
+    p.add_argument("--tokens", dest="n_tokens", type=int, default=3,
+                   help="sequence length N (>= 3)")
+    add_grid_flags(p, points=3, replicates=8, n_min=250, n_max=4000, n=250, noise_min=1e-12,
+                   sweep_help="'n' (sample size at fixed noise) or 'noise'")
+    add_profile_flags(p, offsets="0.03,2,8")
+    p.set_defaults(func=cli_attention_profile)
 
 
 # ------------------------------------------------------------------ attention-fit (E2)
@@ -311,7 +367,7 @@ def add_transformer(sub) -> None:
 # ------------------------------------------------------------------ the parser
 
 #: The sub-commands, each added by one function.
-COMMANDS = (add_rates, add_profile, add_attention_fit, add_transformer)
+COMMANDS = (add_rates, add_profile, add_attention_profile, add_attention_fit, add_transformer)
 
 
 def sub_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -216,3 +216,20 @@ def test_held_out_seed_keeps_the_chapter_bands(tmp_path):
     counts = res["linear"].status_counts()
     assert counts["interpolated"] == counts["below"] == 0, counts
     assert np.median(res["linear"].max_excess()) <= 9.49
+
+
+@pytest.mark.parametrize("excess, expected", [
+    ([0.0, 9.0, 1.0, 9.0], ("interpolated", 0.1 * 2 ** (4 / 9))),    # first component only
+    ([float("nan"), 1.0, 9.0, 1.0], ("interpolated", 0.2 * 2 ** (3.0 / 8))),
+    ([1.0, float("nan"), 9.0, 1.0], ("undetermined", float("nan"))),
+    ([9.0, 1.0, 1.0, 1.0], ("below", 0.1)),
+    ([1.0, 1.0, 1.0, 1.0], ("censored", 0.8)),
+])
+def test_connected_radius_is_that_of_the_first_component(excess, expected):
+    r, status = profile.radius(np.array([0.1, 0.2, 0.4, 0.8]), np.array(excess), 4.0,
+                               connected=True)
+    assert status == expected[0]
+    if math.isnan(expected[1]):
+        assert math.isnan(r)
+    else:
+        assert r == pytest.approx(expected[1], rel=1e-12)

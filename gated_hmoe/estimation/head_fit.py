@@ -48,7 +48,7 @@ def fit_students(x: Float[ArrayLike, "R n N d"], y: Float[ArrayLike, "R n N 1"],
     (:func:`gated_hmoe.estimation.lm.levenberg_marquardt`) as numpy: ``theta (R, p)``,
     ``ssr``, ``mse``, ``grad_norm``, ``decrement``, ``iterations``, ``nfev``, ``converged``.
     """
-    heads.check_position(position)
+    heads.check_layer_position(position)
     max_iter = checks.positive_int(max_iter, "max_iter")
     rtol = checks.real(rtol, "rtol", positive=True)
 

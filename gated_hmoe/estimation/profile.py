@@ -169,8 +169,8 @@ class Profile:
 RADIUS_STATUS: tuple[str, ...] = ("interpolated", "censored", "below", "undetermined")
 
 
-def radius(deltas: Float[ArrayLike, " K"], excess: Float[ArrayLike, " K"], c: float
-           ) -> tuple[float, str]:
+def radius(deltas: Float[ArrayLike, " K"], excess: Float[ArrayLike, " K"], c: float, *,
+           connected: bool = False) -> tuple[float, str]:
     """``r = max{delta : excess(delta) <= c}`` on a grid (excess in units of ``nu``; ``nan``
     where not certified), linear in ``(log delta, excess)`` between the last offset inside
     the set and the next one. Returns ``(r, status)`` (:data:`RADIUS_STATUS`): the grid's
@@ -178,17 +178,29 @@ def radius(deltas: Float[ArrayLike, " K"], excess: Float[ArrayLike, " K"], c: fl
     (``below``), ``nan`` when a value after the last offset inside is not certified
     (``undetermined``: a later offset might be inside).
 
+    ``connected=True``: the radius of the set's component that starts at the grid's first
+    offset -- the last offset of the leading run inside the set -- for profiles with a
+    second, separate branch of near-exact fits (an attention head switched off by a zero
+    value map, :mod:`gated_hmoe.estimation.head_profile`).
+
     >>> r, status = radius(np.array([0.1, 0.2, 0.4]), np.array([0.0, 2.0, 6.0]), 4.0)
     >>> round(r, 6), status
     (0.282843, 'interpolated')
     >>> radius(np.array([0.1, 0.2, 0.4]), np.array([0.0, 2.0, np.nan]), 4.0)[1]
     'undetermined'
+    >>> radius(np.array([0.1, 0.2, 0.4]), np.array([0.0, 6.0, 1.0]), 4.0, connected=True)[1]
+    'interpolated'
+    >>> radius(np.array([0.1, 0.2, 0.4]), np.array([np.nan, 1.0, 6.0]), 4.0, connected=True)[1]
+    'interpolated'
     """
     d = checks.finite_array(deltas, "deltas", ndim=1)
     e = np.asarray(excess, float)
     if e.shape != d.shape:
         raise ValueError(f"excess must have shape {d.shape} like deltas, got {e.shape}")
     inside = e <= c
+    if connected:                       # cut at the first certified offset outside the set
+        outside = np.flatnonzero(e > c)
+        inside = inside & (np.arange(d.size) < (outside[0] if outside.size else d.size))
     last = int(np.flatnonzero(inside)[-1]) if inside.any() else -1
     if np.isnan(e[last + 1:]).any():
         return float("nan"), "undetermined"
@@ -215,6 +227,7 @@ class MoEPairProblem:
         self.y = checks.finite_array(y, "y", ndim=2)
         self.R, self.n = self.x.shape[0], self.x.shape[1]
         self.q = pair_dim(spec, spec.k - 1)
+        self.p = spec.num_params
         self.G_ref, self.split, self.atom = G_ref, split, atom
         self.max_iter, self.rtol, self.polish_iter = max_iter, rtol, polish_iter
         self.devices, self.capacity = devices, capacity
@@ -238,18 +251,20 @@ class MoEPairProblem:
 
 
 def profile(problem, *, deltas: Float[ArrayLike, " K"], starts: Float[ArrayLike, "K q"],
-            nu: float, c: float = CHI2_95) -> Profile:
+            nu: float, c: float = CHI2_95, connected: bool = False) -> Profile:
     """The profile excess loss and the resolvable radius of ``problem.R`` data sets.
 
-    ``problem`` supplies ``R``, ``q``, ``split``, ``spec`` (``num_params``), ``fit(psi0 (2R,
-    q), delta) -> PairFits`` and ``polish(theta (R, p)) -> ssr (R,)`` (e.g.
-    :class:`MoEPairProblem`). Offsets ``deltas`` are visited in increasing order; at each
+    ``problem`` supplies ``R``, ``q``, ``p`` (the number of free parameters), ``split``,
+    ``fit(psi0 (2R, q), delta) -> PairFits`` and ``polish(theta (R, p)) -> ssr (R,)``
+    (:class:`MoEPairProblem`, or
+    :class:`gated_hmoe.estimation.head_profile.AttentionPairProblem`). Offsets ``deltas`` are visited in increasing order; at each
     one every data set is fitted from two declared starts -- ``starts[k]`` (shared by all
     data sets; e.g. the population minimiser of
     :func:`~gated_hmoe.estimation.modulus.modulus_solutions` at the same offset) and its
     own certified solution at the previous offset (continuation) -- and the best certified
     fit is kept. The reference ``min_G L_n`` is the smallest certified value, lowered by the
     polish from the best constrained measure when that finds a smaller residual.
+    ``connected``: the radius of the set's first component (:func:`radius`).
     """
     nu = checks.real(nu, "nu", positive=True)
     c = checks.real(c, "c", positive=True)
@@ -259,7 +274,7 @@ def profile(problem, *, deltas: Float[ArrayLike, " K"], starts: Float[ArrayLike,
     R, q, K = problem.R, problem.q, d.size
     starts = checks.finite_array(starts, "starts", shape=(K, q))
     ssr = np.full((R, K), np.nan)
-    theta = np.full((R, K, problem.spec.num_params), np.nan)
+    theta = np.full((R, K, problem.p), np.nan)
     prev = None
     for k, delta in enumerate(d):
         shared = np.broadcast_to(starts[k], (R, q))
@@ -281,7 +296,7 @@ def profile(problem, *, deltas: Float[ArrayLike, " K"], starts: Float[ArrayLike,
                                                                               start, 0.0))),
                            np.nan)
     excess = (ssr - ssr_min[:, None]) / nu
-    radii = [radius(d, e, c) for e in excess]
+    radii = [radius(d, e, c, connected=connected) for e in excess]
     return Profile(d, ssr, certified, ssr_min, excess, np.array([r for r, _ in radii]),
                    np.array([st for _, st in radii]), theta, c, nu, problem.split)
 

@@ -376,7 +376,9 @@ class ProfileSweep:
         (:data:`gated_hmoe.estimation.profile.RADIUS_STATUS`); ``nan`` where undetermined."""
         c = self.config.c if c is None else checks.real(c, "c", positive=True)
         d = self.config.deltas()
-        out = [[profile.radius(d, e, c) for e in point] for point in self.excess()]
+        connected = getattr(self.config, "connected", False)
+        out = [[profile.radius(d, e, c, connected=connected) for e in point]
+               for point in self.excess()]
         return (np.array([[r for r, _ in row] for row in out]),
                 np.array([[s for _, s in row] for row in out]))
 

@@ -6,21 +6,28 @@ it (:mod:`gated_hmoe.estimation.head_fit`). This module holds the layer classes,
 teacher, the exact-fit valley of a duplicated head, and the reading of each head as an HMoE
 atom (:func:`head_atoms`), which :mod:`gated_hmoe.estimation.voronoi` matches to the teacher's.
 
-Layer classes (``POSITIONS``), all with ``d_k = d``, ``d_v = d_out = 1`` and the query map
+Layer classes (``LAYER_POSITIONS``; the endpoint fits of E2 use the seven of
+``POSITIONS``), all with ``d_k = d``, ``d_out = 1`` and the query map
 pinned at ``W_Q = I`` (it removes the ``GL(d)`` redundancy of ``W_Q W_K^T``; for G4 this
-is a restriction of the class, stated in the book):
+is a restriction of the class, stated in the book); value maps ``W_V^h: (d, d_v)``:
 
-- ``"MHSA"``: ``O_i = sum_h sum_j pi^h_ij (w_V^h)^T x_j`` -- linear leaves;
+- ``"MHSA"``: ``O_i = sum_h sum_j pi^h_ij sum_c (W_V^h)_{:c}^T x_j`` -- linear leaves;
 - ``"G1"``, ``"G2"``: the literal gate of arXiv 2505.06708 (sigmoid, elementwise), leaves
-  ``sigma(x_i^T t_h) (w_V^h)^T x_j`` (G1) or ``sigma(x_j^T t_h) (w_V^h)^T x_j`` (G2):
-  GLU type, linear in the value weights;
+  ``sigma(x_i^T t_hc) (W_V^h)_{:c}^T x_j`` (G1) or ``sigma(x_j^T t_hc) (W_V^h)_{:c}^T x_j``
+  (G2): GLU type, linear in the value weights; ``"G1-headwise"``: one gate
+  ``sigma(x_i^T t_h)`` per head;
+- ``"G2-tied"``: the G2 gate tied to the values, ``x W_V ⊙ sigma(x W_V) = SiLU(x W_V)``,
+  with a free output row ``W_O^h`` (the channels' masses): a ridge leaf built by the gate;
 - ``"G3"``, ``"G4"``, ``"G5"``: gated keys, queries, output; leaves stay linear;
 - ``"ridge"``: a value activation ("active attention"), leaves
-  ``w_O^h SiLU((w_V^h)^T x_j + b_h)`` -- the ridge form of G1/G2 (SPEC §4), built here from
-  :func:`gated_hmoe.models.attention.attention_weights_unchecked` and a ridge value map.
+  ``(W_O^h)_c SiLU((W_V^h)_{:c}^T x_j + b_hc)`` -- the ridge form of G1/G2 (SPEC §4), built
+  here from :func:`gated_hmoe.models.attention.attention_weights_unchecked` and a ridge
+  value map.
 
-``W_O^h`` is pinned at 1 where it is redundant with ``w_V^h`` (every class but
-``"ridge"``, where it is the head's mass).
+``W_O^h`` is pinned at ones where it is redundant with ``W_V^h`` (every class but
+``"ridge"`` and ``"G2-tied"``, where it is the channels' mass). Weights are a dict of arrays
+with a leading head axis; with ``d_v = 1`` the value-channel axis may be dropped (the layout
+of experiment E2's endpoint fits: ``wv (H, d)``, ``t (H, d)``, ``b (H,)``, ``wo (H,)``).
 """
 
 from __future__ import annotations
@@ -35,9 +42,15 @@ from gated_hmoe.models.attention import (AttentionParams, attention_unchecked,
                                          attention_weights_unchecked)
 
 POSITIONS: tuple[str, ...] = ("MHSA", "G1", "G2", "ridge", "G3", "G4", "G5")
+#: Every layer class :func:`layer_output` computes (the profile experiment uses all).
+LAYER_POSITIONS: tuple[str, ...] = ("MHSA", "G1", "G1-headwise", "G2", "G2-tied", "ridge",
+                                    "G3", "G4", "G5")
 #: Leaf class of each position (SPEC §4).
-LEAF_CLASS: dict[str, str] = {"MHSA": "linear", "G1": "GLU", "G2": "GLU", "ridge": "ridge (SiLU)",
+LEAF_CLASS: dict[str, str] = {"MHSA": "linear", "G1": "GLU", "G1-headwise": "GLU", "G2": "GLU",
+                              "G2-tied": "ridge (SiLU)", "ridge": "ridge (SiLU)",
                               "G3": "linear", "G4": "linear", "G5": "linear"}
+#: Positions whose output row ``W_O^h`` is free (the channels' masses); pinned at ones elsewhere.
+MASSFUL: tuple[str, ...] = ("ridge", "G2-tied")
 
 # Fixed teacher heads (declared values; head 0 is the one the student splits).
 _TEACHER = [
@@ -57,6 +70,11 @@ MAX_TEACHER_HEADS: int = len(_TEACHER)
 def check_position(position) -> str:
     """``position`` if it is one of :data:`POSITIONS`, else ``ValueError``."""
     return checks.choice(position, "position", POSITIONS)
+
+
+def check_layer_position(position) -> str:
+    """``position`` if it is one of :data:`LAYER_POSITIONS`, else ``ValueError``."""
+    return checks.choice(position, "position", LAYER_POSITIONS)
 
 
 def teacher_params(position: str, heads: int = 1) -> dict:
@@ -83,31 +101,89 @@ def teacher_params(position: str, heads: int = 1) -> dict:
     return {k: np.asarray(v, np.float64) for k, v in p.items()}
 
 
+def _canonical(p: dict) -> dict:
+    """Weights with the value-channel axis: ``wv (H, d, d_v)``, ``wo (H, d_v)``, ``b (H, d_v)``
+    and, elementwise, ``t (H, d, d_v)`` (a ``d_v = 1`` layout without it is expanded)."""
+    if jnp.ndim(p["wv"]) == 3:
+        return p
+    q = dict(p, wv=jnp.asarray(p["wv"])[..., None])
+    for k in ("wo", "b"):
+        if k in p:
+            q[k] = jnp.asarray(p[k])[..., None]
+    if "t" in p:
+        q["t"] = jnp.asarray(p["t"])[..., None]
+    return q
+
+
+# Declared teacher with two value channels (d_v = 2), for every position of LAYER_POSITIONS.
+_TEACHER_DV2 = {
+    "wv": [[[1.0, 0.5], [-0.8, 0.9]], [[-0.6, -0.7], [1.1, 0.4]]],
+    "t": [[[1.2, -0.5], [-0.7, 0.8]], [[-0.9, 0.6], [1.0, -1.1]]],
+    "b": [[0.3, -0.2], [-0.4, 0.1]],
+    "wo": [[1.5, -1.0], [-1.2, 0.8]],
+}
+
+
+def layer_teacher(position: str, heads: int = 2) -> dict:
+    """The declared two-channel teacher (``d = 2``, ``d_v = 2``, ``heads`` in 1..2) of any
+    position in :data:`LAYER_POSITIONS`, in the layout with the value-channel axis:
+    ``wk (H, d, d)``, ``wv (H, d, 2)``; ``t (H, d, 2)`` (G1, G2) or ``(H, d)``
+    (G1-headwise); ``wg (H, d, d)`` (G3, G4); ``g5 (d,)``; ``b (H, 2)`` (ridge); ``wo (H, 2)``
+    (ridge, G2-tied). Float64 numpy arrays.
+    """
+    check_layer_position(position)
+    heads = checks.positive_int(heads, "heads")
+    if heads > len(_TEACHER):
+        raise ValueError(f"heads must be <= {len(_TEACHER)} for the declared teacher, got {heads}")
+    hs = _TEACHER[:heads]
+    p = {"wk": [h["wk"] for h in hs], "wv": _TEACHER_DV2["wv"][:heads]}
+    if position in ("G1", "G2"):
+        p["t"] = _TEACHER_DV2["t"][:heads]
+    if position == "G1-headwise":
+        p["t"] = [h["t"] for h in hs]
+    if position in ("G3", "G4"):
+        p["wg"] = [h["wg"] for h in hs]
+    if position == "G5":
+        p["g5"] = _TEACHER_G5
+    if position == "ridge":
+        p["b"] = _TEACHER_DV2["b"][:heads]
+    if position in MASSFUL:
+        p["wo"] = _TEACHER_DV2["wo"][:heads]
+    return {k: np.asarray(v, np.float64) for k, v in p.items()}
+
+
 def to_attention_params(p: dict, position: str) -> AttentionParams:
-    """The :class:`~gated_hmoe.attention.AttentionParams` of a non-ridge layer (``W_Q = I``, ``W_O = 1``)."""
+    """The :class:`~gated_hmoe.attention.AttentionParams` of a layer that is not ``"ridge"``
+    (``W_Q = I``; ``W_O`` the free rows ``wo`` or ones; ``"G2-tied"``: ``W_theta = W_V``)."""
+    p = _canonical(p)
     wk = jnp.asarray(p["wk"])
     H, d, _ = wk.shape
+    wv = jnp.asarray(p["wv"])
     wq = jnp.broadcast_to(jnp.eye(d, dtype=wk.dtype), (H, d, d))
-    wo = jnp.ones((H, 1, 1), wk.dtype)
-    wv = jnp.asarray(p["wv"])[..., None]
-    gate, wg = None, None
+    wo = (jnp.asarray(p["wo"]) if "wo" in p else jnp.ones(wv.shape[::2], wk.dtype))[..., None]
+    gate, wg, granularity = None, None, "elementwise"
     if position in ("G1", "G2"):
-        gate, wg = position, jnp.asarray(p["t"])[..., None]
+        gate, wg = position, jnp.asarray(p["t"])
+    elif position == "G1-headwise":
+        gate, wg, granularity = "G1", jnp.asarray(p["t"]), "headwise"
+    elif position == "G2-tied":
+        gate, wg = "G2", wv
     elif position in ("G3", "G4"):
         gate, wg = position, jnp.asarray(p["wg"])
     elif position == "G5":
         gate, wg = "G5", jnp.asarray(p["g5"])[:, None]
-    return AttentionParams(wq=wq, wk=wk, wv=wv, wo=wo, wg=wg, gate=gate)
+    return AttentionParams(wq=wq, wk=wk, wv=wv, wo=wo, wg=wg, gate=gate, granularity=granularity)
 
 
 def layer_output(p: dict, x: Float[Array, "N d"], position: str) -> Float[Array, "N 1"]:
     """Output ``(N, 1)`` of the layer with weights ``p`` on one sequence ``x: (N, d)``. Traceable."""
     if position != "ridge":
         return attention_unchecked(to_attention_params(p, position), x, None)
+    p = _canonical(p)
     plain = to_attention_params({"wk": p["wk"], "wv": p["wv"]}, "MHSA")
-    pi = attention_weights_unchecked(plain, x, None)                         # (H, N, N)
-    leaf = jax.nn.silu(jnp.einsum("nd,hd->hn", x, p["wv"]) + p["b"][:, None])  # (H, N)
-    return jnp.einsum("hij,hj,h->i", pi, leaf, p["wo"])[:, None]
+    pi = attention_weights_unchecked(plain, x, None)                           # (H, N, N)
+    leaf = jax.nn.silu(jnp.einsum("nd,hdc->hnc", x, p["wv"]) + p["b"][:, None, :])  # (H, N, d_v)
+    return jnp.einsum("hij,hjc,hc->i", pi, leaf, p["wo"])[:, None]
 
 
 def batched_output(p: dict, x: Float[Array, "n N d"], position: str) -> Float[Array, "n N 1"]:
@@ -187,6 +263,6 @@ def sample_inputs(key: Array, *, n: int, n_tokens: int = 2, d: int = 2
     return x, jax.random.normal(ke, (n, n_tokens, 1), jnp.float64)
 
 
-__all__ = ["POSITIONS", "LEAF_CLASS", "MAX_TEACHER_HEADS", "check_position", "teacher_params", "to_attention_params",
+__all__ = ["POSITIONS", "LAYER_POSITIONS", "MASSFUL", "check_layer_position", "layer_teacher", "LEAF_CLASS", "MAX_TEACHER_HEADS", "check_position", "teacher_params", "to_attention_params",
            "layer_output", "batched_output", "valley_student", "max_output_gap", "head_atoms",
            "sample_inputs"]

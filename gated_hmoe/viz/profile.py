@@ -28,10 +28,13 @@ def excess_axes(ax, sweep, point: int = -1, *, colour=None):
     for i, row in enumerate(e):
         ax.plot(d, np.maximum(row, 1e-3), "-", color=colour, alpha=0.45, lw=1,
                 label="replicates" if i == 0 else None)
+    if not np.isfinite(e).any():
+        ax.text(0.5, 0.5, "no certified constrained fit", transform=ax.transAxes, ha="center")
     ax.axhline(sweep.config.c, color="0.2", ls="--", lw=1, label=f"threshold c = {sweep.config.c:.2f}")
     ax.set(xscale="log", yscale="log", xlabel="offset δ of the over-fitted pair",
            ylabel="profile excess ΔL_n(δ) / ν (drawn at 1e-3 if below)",
-           title=f"{sweep.config.expert}: n = {p['n']}, ν = {p['noise']:.0e}")
+           title=f"{getattr(sweep.config, 'position', sweep.config.expert)}: n = {p['n']}, "
+                 f"ν = {p['noise']:.0e}")
     ax.legend(loc="upper left")
     return ax
 
@@ -47,20 +50,30 @@ def radius_axes(ax, sweeps: dict, *, c: float | None = None, reference: float | 
         r, status = sw.radii(c)
         r = np.where(np.isfinite(r), r, np.inf)
         med = np.median(r, 1)
-        q1, q3 = np.quantile(r, 0.25, 1), np.quantile(r, 0.75, 1)
+        # order statistics, not interpolation: undetermined radii rank last (inf)
+        q1 = np.quantile(r, 0.25, 1, method="lower")
+        q3 = np.quantile(r, 0.75, 1, method="higher")
         colour = _colour(sw)
         censored = np.mean(status == "censored", 1) >= 0.5
+        ok = np.isfinite(med)                  # a median that is undetermined is not drawn
         slope = sw.slope(c).label() if len(sw.points) >= 2 else "one point"
-        ax.plot(sw.x, med, "-", color=colour,
+        ax.plot(sw.x[ok], med[ok], "-", color=colour,
                 label=f"{label}: {slope}; certified {sw.certified_fraction():.0%}")
-        ax.plot(sw.x[~censored], med[~censored], "o", color=colour)
-        ax.plot(sw.x[censored], med[censored], "^", color=colour, mfc="none", ms=7)
-        ax.fill_between(sw.x, q1, q3, color=colour, alpha=0.15, linewidth=0)
-        first = first or (sw.x, med)
+        ax.plot(sw.x[ok & ~censored], med[ok & ~censored], "o", color=colour)
+        ax.plot(sw.x[ok & censored], med[ok & censored], "^", color=colour, mfc="none", ms=7)
+        band = np.isfinite(q3)
+        ax.fill_between(sw.x[band], q1[band], q3[band], color=colour, alpha=0.15, linewidth=0)
+        if first is None and ok.any():
+            first = (sw.x[ok], med[ok])
     if reference is not None and first is not None:
         xs, med = first
         ax.plot(xs, med[0] * (xs / xs[0]) ** reference, ":", color="0.3",
                 label=f"reference slope {reference:+.2f}")
+    if first is None:
+        ax.text(0.5, 0.5, "no median radius determined", transform=ax.transAxes, ha="center")
+        ax.set_ylim(1e-3, 10.0)
+        ax.set_xlim(min(sw.x.min() for sw in sweeps.values()) / 2,
+                    max(sw.x.max() for sw in sweeps.values()) * 2)
     ax.plot([], [], "^", color="0.3", mfc="none", label="median censored at the grid's end")
     ax.set(xscale="log", yscale="log", xlabel="effective sample size n / ν",
            ylabel="resolvable radius r_n (offset units)")
@@ -73,7 +86,7 @@ def profile_panels(sweep):
     radius against ``n / nu`` (what the command line writes)."""
     fig, axes = new_figure(2, width=12.0, height=4.4)
     excess_axes(axes[0], sweep, -1)
-    radius_axes(axes[1], {sweep.config.expert: sweep})
+    radius_axes(axes[1], {getattr(sweep.config, "label", sweep.config.expert): sweep})
     axes[1].set_title("resolvable radius of the over-fitted pair")
     fig.tight_layout()
     return fig, axes

@@ -1,0 +1,246 @@
+r"""Profile confidence sets for attention layers: the over-fitted pair is a surplus head.
+
+A student with one head more than its teacher (:mod:`gated_hmoe.models.heads`) can split a
+teacher head ``h*`` into two heads ``a, b``. Each head is an atom of the hierarchical MoE:
+its *router* (key map ``W_K^h`` and, where the position has one, the gate weights) and
+its *leaf* (value map ``W_V^h`` and, for the value activation, the biases ``b^h``). The
+profile pins the separation of the pair's **value maps** and leaves every other weight
+free:
+
+.. math::
+    V^a = \bar V + c + \delta\,u, \qquad V^b = \bar V + c - \delta\,u, \qquad \|u\| = 1,
+
+with ``V = (W_V, b)`` flattened, ``c`` the pair's free centre, ``u = v/\|v\|`` its free
+direction, ``delta`` half the separation (as for mixtures of experts,
+:func:`gated_hmoe.estimation.modulus.pair_theta`), and the two routers free separately.
+Where the output row ``W_O^h`` is the head's mass (:data:`~gated_hmoe.models.heads.MASSFUL`:
+the value activation and the G2 gate tied to the values) the masses stay in a fixed split,
+``W_O^a = 2 s M`` and ``W_O^b = 2 (1 - s) M`` with ``M`` free (so the surplus head cannot
+switch itself off), and ``\bar V = V^*_{h^*}``; elsewhere ``W_O^h = 1`` and the value scale
+is the mass, so ``\bar V = V^*_{h^*}/2`` (the two halves of the teacher head).
+
+For leaves linear in ``W_V`` (MHSA, literal G1/G2 gates, G3-G5) the student with equal
+routers reproduces the teacher exactly at every ``delta``: the profile excess is ``O(nu)``
+along the whole valley. For ridge leaves (value activation, tied G2) it grows like
+``n delta^4`` near the split and the resolvable radius shrinks like ``n^{-1/4}``; but at
+``delta = ||V*||/2`` (:meth:`PairLayout.dead_head_offset`) one head of the pair can carry
+the whole teacher head while the other has a zero leaf and outputs nothing -- a second
+branch of exact fits, on which a head is switched off by its value map (the fixed split
+of the masses does not prevent it). Radii are therefore taken on the profile set's first
+component (``connected=True`` in :func:`gated_hmoe.estimation.profile.radius`).
+
+:class:`AttentionPairProblem` supplies the constrained fits and the unconstrained polish
+that :func:`gated_hmoe.estimation.profile.profile` turns into the profile excess loss and
+the resolvable radius. The fits run the one loop (:mod:`gated_hmoe.estimation.lm`) on normal equations formed by forward-mode Jacobians
+(:func:`~gated_hmoe.estimation.head_fit.jacfwd_normal_equations`).
+
+``psi = (v, c, router_a, router_b, [M], the other heads' (router, leaf, [mass]), [g5])``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from gated_hmoe import checks
+from gated_hmoe.estimation import head_fit, lm
+from gated_hmoe.estimation.profile import PairFits
+from gated_hmoe.models import heads
+
+#: Per-head weights of a router and of a leaf, in the order they are flattened.
+ROUTER_KEYS: tuple[str, ...] = ("wk", "t", "wg")
+LEAF_KEYS: tuple[str, ...] = ("wv", "b")
+
+
+class PairLayout:
+    """The map ``(psi, delta) -> student weights`` for a teacher with ``H*`` heads whose head
+    ``atom`` is split; student heads: the pair ``a, b`` first, then the other teacher heads.
+
+    ``teacher``: weights of :func:`gated_hmoe.models.heads.layer_teacher` (value-channel
+    axis present). Attributes: ``q`` (length of ``psi``), ``leaf_dim`` (length of ``V``),
+    ``router_dim``, ``massful``.
+    """
+
+    def __init__(self, position: str, teacher: dict, *, atom: int = 0, split: float = 0.5):
+        self.position = heads.check_layer_position(position)
+        self.teacher = {k: np.asarray(v, np.float64) for k, v in teacher.items()}
+        if self.teacher["wv"].ndim != 3:
+            raise ValueError("teacher['wv'] must have shape (H, d, d_v) (heads.layer_teacher)")
+        self.H = self.teacher["wv"].shape[0]
+        if not 0 <= atom < self.H:
+            raise ValueError(f"atom must be in [0, {self.H}), got {atom!r}")
+        split = checks.real(split, "split")
+        if not 0 < split < 1:
+            raise ValueError(f"split must be in (0, 1), got {split!r}")
+        self.atom, self.split = atom, split
+        self.router_keys = tuple((k, self.teacher[k].shape[1:]) for k in ROUTER_KEYS
+                                 if k in self.teacher)
+        self.leaf_keys = tuple((k, self.teacher[k].shape[1:]) for k in LEAF_KEYS
+                               if k in self.teacher)
+        self.router_dim = sum(math.prod(s) for _, s in self.router_keys)
+        self.leaf_dim = sum(math.prod(s) for _, s in self.leaf_keys)
+        self.massful = self.position in heads.MASSFUL
+        self.mass_dim = self.teacher["wo"].shape[1] if self.massful else 0
+        self.g5_dim = self.teacher["g5"].size if "g5" in self.teacher else 0
+        self.others = [h for h in range(self.H) if h != atom]
+        per_head = self.router_dim + self.leaf_dim + self.mass_dim
+        self.q = 2 * self.leaf_dim + 2 * self.router_dim + self.mass_dim \
+            + len(self.others) * per_head + self.g5_dim
+        leaf_star = self.flat(self.teacher, atom, self.leaf_keys)
+        self.centre_star = jnp.asarray(leaf_star if self.massful else leaf_star / 2.0)
+
+    def dead_head_offset(self) -> float:
+        """``||V*||/2`` for massful positions: the offset at which the pair can be the split
+        head itself (``V^a = V*``, mass ``W_O*``) plus a head with a zero leaf, which outputs
+        nothing -- an exact fit on a second branch of the profile. ``nan`` elsewhere (there
+        the whole valley is exact)."""
+        if not self.massful:
+            return float("nan")
+        return float(np.linalg.norm(self.flat(self.teacher, self.atom, self.leaf_keys)) / 2.0)
+
+    @staticmethod
+    def flat(p: dict, h: int, keys) -> np.ndarray:
+        """Head ``h``'s weights named in ``keys`` (router or leaf), flattened."""
+        return np.concatenate([np.ravel(np.asarray(p[k])[h]) for k, _ in keys])
+
+    @staticmethod
+    def _unflatten(vec, keys) -> dict:
+        out, i = {}, 0
+        for k, shape in keys:
+            size = math.prod(shape)
+            out[k] = vec[i: i + size].reshape(shape)
+            i += size
+        return out
+
+    def student(self, psi: Float[Array, " q"], delta) -> dict:
+        """Student weights (dict of arrays with a leading head axis: pair, then the others),
+        :func:`gated_hmoe.models.heads.layer_output` layout. Traceable."""
+        L, Rd, md = self.leaf_dim, self.router_dim, self.mass_dim
+        v, c = psi[:L], psi[L: 2 * L]
+        i = 2 * L
+        u = v / jnp.linalg.norm(v)
+        centre = self.centre_star + c
+        leaves = [centre + delta * u, centre - delta * u]
+        routers = [psi[i: i + Rd], psi[i + Rd: i + 2 * Rd]]
+        i += 2 * Rd
+        masses = []
+        if self.massful:
+            M = psi[i: i + md]
+            i += md
+            masses = [2.0 * self.split * M, 2.0 * (1.0 - self.split) * M]
+        for _ in self.others:
+            routers.append(psi[i: i + Rd])
+            leaves.append(psi[i + Rd: i + Rd + L])
+            i += Rd + L
+            if self.massful:
+                masses.append(psi[i: i + md])
+                i += md
+        parts = [{**self._unflatten(r, self.router_keys), **self._unflatten(lf, self.leaf_keys)}
+                 for r, lf in zip(routers, leaves)]
+        p = {k: jnp.stack([pt[k] for pt in parts]) for k in parts[0]}
+        if self.massful:
+            p["wo"] = jnp.stack(masses)
+        if self.g5_dim:
+            p["g5"] = psi[i: i + self.g5_dim]
+        return p
+
+    def declared_start(self, direction: ArrayLike | None = None) -> np.ndarray:
+        """A declared ``psi`` at the teacher: direction ``direction`` in leaf space (default
+        the first value weight), centre ``c = 0``, both routers at the split head's, mass
+        ``M = W_O^*/2`` (the halves of the teacher head's), the other heads and ``g5`` at
+        the teacher's values."""
+        if direction is None:
+            direction = np.eye(self.leaf_dim)[0]
+        direction = checks.finite_array(direction, "direction", shape=(self.leaf_dim,))
+        if not np.any(direction):
+            raise ValueError("direction must be non-zero")
+        router = self.flat(self.teacher, self.atom, self.router_keys)
+        parts = [direction, np.zeros(self.leaf_dim), router, router]
+        if self.massful:
+            parts.append(self.teacher["wo"][self.atom] / 2.0)
+        for h in self.others:
+            parts += [self.flat(self.teacher, h, self.router_keys),
+                      self.flat(self.teacher, h, self.leaf_keys)]
+            if self.massful:
+                parts.append(self.teacher["wo"][h])
+        if self.g5_dim:
+            parts.append(np.ravel(self.teacher["g5"]))
+        return np.concatenate(parts)
+
+
+class AttentionPairProblem:
+    """The constrained fits of a profile for attention layers (the interface of
+    :func:`gated_hmoe.estimation.profile.profile`).
+
+    ``x (R, n, N, d)``, ``y (R, n, N, 1)``: ``R`` data sets of ``n`` sequences, each fitted
+    twice per offset (two starts). The reference minimum is over the same family with the
+    offset free (:meth:`polish`): the split of the pair's masses stays fixed, so the
+    excess is the likelihood-ratio statistic of the one constraint ``delta``.
+    """
+
+    def __init__(self, x: Float[ArrayLike, "R n N d"], y: Float[ArrayLike, "R n N 1"], *,
+                 position: str, teacher: dict, atom: int = 0, split: float = 0.5,
+                 max_iter: int = 200, rtol: float = 1e-2, polish_iter: int = 200):
+        self.x = checks.finite_array(x, "x", ndim=4)
+        self.y = checks.finite_array(y, "y", ndim=4)
+        if self.y.shape != self.x.shape[:3] + (1,):
+            raise ValueError(f"y must have shape {self.x.shape[:3] + (1,)}, got {self.y.shape}")
+        self.layout = PairLayout(position, teacher, atom=atom, split=split)
+        self.position, self.split = self.layout.position, self.layout.split
+        self.R, self.n = self.x.shape[:2]
+        self.q = self.layout.q
+        self.p = self.q + 1
+        self.max_iter = checks.positive_int(max_iter, "max_iter")
+        self.rtol = checks.real(rtol, "rtol", positive=True)
+        self.polish_iter = checks.positive_int(polish_iter, "polish_iter")
+        self._fit = jax.jit(self._fit_batch)
+        self._polish = jax.jit(self._polish_batch)
+
+    def residual(self, psi: Float[Array, " q"], delta, x: Float[Array, "n N d"],
+                 y: Float[Array, "n N 1"]) -> Float[Array, " m"]:
+        """``y - f(x)`` flattened, for the student ``layout.student(psi, delta)``. Traceable."""
+        return (y - heads.batched_output(self.layout.student(psi, delta), x,
+                                         self.position)).reshape(-1)
+
+    def _fit_batch(self, psi0, delta, x, y):
+        ne = head_fit.jacfwd_normal_equations(self.residual)
+        out = lm.levenberg_marquardt(lambda psi: ne(psi, delta, x, y), psi0,
+                                     n_obs=y[0].size, max_iter=self.max_iter, rtol=self.rtol)
+        out["full_theta"] = jnp.concatenate([out["theta"], delta[:, None]], 1)
+        return out
+
+    def _polish_batch(self, theta0, x, y):
+        ne = head_fit.jacfwd_normal_equations(
+            lambda th, xx, yy: self.residual(th[:-1], th[-1], xx, yy))
+        return lm.levenberg_marquardt(lambda th: ne(th, x, y), theta0, n_obs=y[0].size,
+                                      max_iter=self.polish_iter, rtol=self.rtol)
+
+    def fit(self, psi0: Float[ArrayLike, "R2 q"], delta: float) -> PairFits:
+        """Constrained fits at offset ``delta``; rows ``[0, R)`` and ``[R, 2R)`` are the two
+        starts of the ``R`` data sets. ``theta`` of the result is ``(psi, delta)``."""
+        psi0 = checks.finite_array(psi0, "psi0", shape=(2 * self.R, self.q))
+        delta = checks.real(delta, "delta")
+        if delta < 0:
+            raise ValueError(f"delta must be >= 0 (half the pair's separation), got {delta}")
+        twice = [jnp.asarray(np.concatenate([a, a])) for a in (self.x, self.y)]
+        out = self._fit(jnp.asarray(psi0), jnp.full(2 * self.R, delta), *twice)
+        out = {k: np.asarray(v) for k, v in out.items()}
+        finite = np.isfinite(out["ssr"]) & np.all(np.isfinite(out["theta"]), 1)
+        return PairFits(out["theta"], out["full_theta"], out["ssr"], out["decrement"],
+                        out["converged"] & finite)
+
+    def polish(self, theta: Float[ArrayLike, "R p"]) -> Float[np.ndarray, " R"]:
+        """Residual sums of squares of fits over ``(psi, delta)`` -- the pair's offset free,
+        its split kept -- from ``theta`` (upper bounds on the minimum over the split family;
+        ``inf`` where not finite)."""
+        theta = checks.finite_array(theta, "theta", shape=(self.R, self.p))
+        out = self._polish(jnp.asarray(theta), jnp.asarray(self.x), jnp.asarray(self.y))
+        ssr = np.asarray(out["ssr"])
+        return np.where(np.isfinite(ssr), ssr, np.inf)
+
+
+__all__ = ["AttentionPairProblem", "LEAF_KEYS", "PairLayout", "ROUTER_KEYS"]

@@ -1,0 +1,225 @@
+r"""Experiment E2, measured by what the data determine: the surplus head of an attention layer.
+
+A teacher layer (:func:`gated_hmoe.models.heads.layer_teacher`: ``H* = 2`` heads, ``d = 2``,
+``d_v = 2``, ``N`` tokens) generates ``Y = f(X) + sqrt(nu) xi``; a student of the same class
+with one head more is profiled at pinned separations ``delta`` of its surplus pair's value
+maps (:mod:`gated_hmoe.estimation.head_profile`), and the resolvable radius
+``r_n = max{delta : Delta L_n(delta) <= c nu}`` is recorded per replicate
+(:func:`gated_hmoe.estimation.profile.profile`). One configuration per gate position
+(:data:`gated_hmoe.models.heads.LAYER_POSITIONS`); the statistics -- median radius, slope
+against ``n / nu`` with bootstrap intervals over whole replicate curves, ``n(eps)`` -- are
+those of experiment E1 (:class:`gated_hmoe.experiments.e1_profile.ProfileSweep`).
+
+Sweeps as in E1: ``sweep="n"`` (each replicate draws ``n_max`` sequences once; smaller ``n``
+use the first ``n``) and ``sweep="noise"`` (``n`` fixed, ``nu`` log-spaced, one design and
+noise draw per replicate). Starts (declared): at each offset, the population minimiser at
+the same offset -- the constrained fit to ``pop_n`` noiseless sequences, continued from the
+teacher (:func:`population_starts`, cached) -- and the replicate's own solution at the
+previous offset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gated_hmoe import checks
+from gated_hmoe.estimation import head_profile, profile
+from gated_hmoe.experiments import e1_profile, e1_rates, runner
+from gated_hmoe.models import heads
+
+#: Config fields that only post-process the stored profiles (not in the cache key).
+POST_FIELDS: tuple[str, ...] = ("c",)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionProfileConfig:
+    """Everything that determines an attention profile sweep's numbers (hashed for the cache).
+
+    ``position``: one of :data:`gated_hmoe.models.heads.LAYER_POSITIONS`; ``n_tokens``: the
+    sequence length ``N``; ``pop_n``: noiseless sequences of the population starts; the
+    other fields as in :class:`gated_hmoe.experiments.e1_profile.ProfileConfig` (teacher
+    head 0 is the one split).
+    """
+
+    position: str = "ridge"
+    sweep: str = "n"
+    n_min: int = 250
+    n_max: int = 4000
+    points: int = 3
+    noise: float = 1e-6
+    n: int = 250
+    noise_min: float = 1e-12
+    noise_max: float = 1e-4
+    replicates: int = 8
+    seed: int = 0
+    offsets: tuple = (0.03, 2.0, 8)
+    split: float = 0.5
+    c: float = profile.CHI2_95
+    max_iter: int = 200
+    rtol: float = 1e-2
+    n_tokens: int = 3
+    pop_n: int = 512
+
+    def validate(self) -> "AttentionProfileConfig":
+        """Check every field; raise ``ValueError``/``TypeError`` naming it. Returns ``self``."""
+        heads.check_layer_position(self.position)
+        checks.choice(self.sweep, "sweep", e1_profile.SWEEPS)
+        e1_rates.check_sweep(self)
+        checks.real(self.c, "c", positive=True)
+        split = checks.real(self.split, "split")
+        if not 0 < split < 1:
+            raise ValueError(f"split must be in (0, 1), got {split!r}")
+        checks.positive_int(self.n_tokens, "n_tokens", minimum=3)
+        checks.positive_int(self.pop_n, "pop_n")
+        e1_profile.check_offsets(self.offsets)
+        return self
+
+    #: Radii of the profile set's first component (:func:`gated_hmoe.estimation.profile.radius`):
+    #: a surplus head whose value map is zero is switched off, so every profile of a ridge
+    #: leaf has a second zero at the dead-head offset ``||V*||/2``
+    #: (:meth:`gated_hmoe.estimation.head_profile.PairLayout.dead_head_offset`).
+    connected = True
+
+    @property
+    def expert(self) -> str:
+        """The leaf class of the position in the names of E1 (``linear``, ``glu``, ``silu``),
+        for figures drawn with E1's colours."""
+        return {"linear": "linear", "GLU": "glu"}.get(heads.LEAF_CLASS[self.position], "silu")
+
+    @property
+    def label(self) -> str:
+        """The position and its leaf class, e.g. ``"G2-tied (ridge (SiLU) leaf)"``."""
+        return f"{self.position} ({heads.LEAF_CLASS[self.position]} leaf)"
+
+    def teacher(self) -> dict:
+        """The declared teacher of :attr:`position` (two heads, ``d_v = 2``)."""
+        return heads.layer_teacher(self.position, 2)
+
+    def deltas(self) -> np.ndarray:
+        """The offsets ``delta`` of the profiles (log-spaced)."""
+        return e1_profile.offset_grid(self.offsets)
+
+    def grid(self) -> list[tuple[int, float]]:
+        """Grid points ``(n, nu)`` in increasing ``n / nu``."""
+        return e1_rates.sweep_grid(self)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["offsets"] = list(self.offsets)
+        return out
+
+    def key(self) -> str:
+        """Hex hash of everything that determines the fits (the cache key)."""
+        return runner.config_key({"experiment": "E2 profile",
+                                  **{k: v for k, v in self.to_dict().items()
+                                     if k not in POST_FIELDS}})
+
+
+def replicate_data(config: AttentionProfileConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per replicate the sequences ``x (R, n, N, d)``, standard normal noise
+    ``xi (R, n, N, 1)`` and the teacher's outputs ``f (R, n, N, 1)``, ``n = n_max`` (n-sweep)
+    or ``n`` (noise sweep); replicate ``r`` uses the key ``fold_in(key(seed), r)``."""
+    n = config.n_max if config.sweep == "n" else config.n
+    teacher = jax.tree.map(jnp.asarray, config.teacher())
+    xs, xis = [], []
+    for r in range(config.replicates):
+        x, xi = heads.sample_inputs(jax.random.fold_in(jax.random.key(config.seed), r), n=n,
+                                    n_tokens=config.n_tokens, d=2)
+        xs.append(x)
+        xis.append(xi)
+    x = jnp.stack(xs)
+    f = jax.vmap(lambda xx: heads.batched_output(teacher, xx, config.position))(x)
+    return np.asarray(x), np.asarray(jnp.stack(xis)), np.asarray(f)
+
+
+def population_starts(config: AttentionProfileConfig, *, cache_dir=None) -> np.ndarray:
+    """Constrained fits ``psi (K, q)`` to ``pop_n`` noiseless sequences (drawn with the
+    fixed key 12345, whatever the seed) at the profile's offsets, each started from the
+    teacher and from the fit at the previous offset (starting points, not measurements),
+    cached in the store ``"profile"``."""
+    teacher = config.teacher()
+    payload = {"kind": "attention population starts", "position": config.position,
+               "deltas": config.deltas().tolist(), "split": config.split,
+               "n_tokens": config.n_tokens, "pop_n": config.pop_n,
+               "max_iter": config.max_iter, "version": 1}
+
+    def compute():
+        x, _ = heads.sample_inputs(jax.random.key(12345), n=config.pop_n,
+                                   n_tokens=config.n_tokens, d=2)
+        f = heads.batched_output(jax.tree.map(jnp.asarray, teacher), x, config.position)
+        problem = head_profile.AttentionPairProblem(
+            np.asarray(x)[None], np.asarray(f)[None], position=config.position,
+            teacher=teacher, split=config.split, max_iter=config.max_iter, rtol=config.rtol)
+        K = config.deltas().size
+        prof = profile.profile(problem, deltas=config.deltas(),
+                               starts=np.tile(problem.layout.declared_start(), (K, 1)),
+                               nu=1.0, c=config.c)
+        psi = prof.theta[0, :, :problem.q]
+        psi = np.where(np.isfinite(psi), psi, problem.layout.declared_start()[None])
+        return {**payload, "ssr": [None if not np.isfinite(v) else float(v)
+                                   for v in prof.ssr[0]], "psi": psi.tolist()}
+
+    entry = runner.Store("profile", cache_dir).get(f"starts/{runner.config_key(payload)}",
+                                                   compute)
+    return np.array(entry["psi"], float)
+
+
+def run_point(config: AttentionProfileConfig, n: int, nu: float, *, starts: np.ndarray,
+              replicate_draws=None) -> dict:
+    """The profiles of every replicate at one grid point: a JSON-ready dict (no caching), in
+    the layout of :func:`gated_hmoe.experiments.e1_profile.run_point`."""
+    if not isinstance(config, AttentionProfileConfig):
+        raise TypeError(f"config must be an AttentionProfileConfig, got {type(config).__name__}")
+    config.validate()
+    n = checks.positive_int(n, "n")
+    nu = checks.real(nu, "nu", positive=True)
+    x, xi, f = replicate_draws if replicate_draws is not None else replicate_data(config)
+    if n > x.shape[1]:
+        raise ValueError(f"n must be <= the {x.shape[1]} drawn sequences, got {n}")
+    x, f, y = x[:, :n], f[:, :n], f[:, :n] + math.sqrt(nu) * xi[:, :n]
+    t0 = time.perf_counter()
+    problem = head_profile.AttentionPairProblem(x, y, position=config.position,
+                                                teacher=config.teacher(), split=config.split,
+                                                max_iter=config.max_iter, rtol=config.rtol,
+                                                polish_iter=config.max_iter)
+    prof = profile.profile(problem, deltas=config.deltas(), starts=starts, nu=nu, c=config.c,
+                           connected=config.connected)
+    ssr_true = np.sum((y - f) ** 2, axis=(1, 2, 3))
+    return e1_profile.point_record(n, nu, prof, ssr_true, time.perf_counter() - t0)
+
+
+def run_profiles(config: AttentionProfileConfig, *, cache_dir=None, progress: bool = True
+                 ) -> e1_profile.ProfileSweep:
+    """Run (or load from the store ``"profile"``) every grid point of ``config``."""
+    if not isinstance(config, AttentionProfileConfig):
+        raise TypeError(f"config must be an AttentionProfileConfig, got {type(config).__name__}")
+    config.validate()
+    store = runner.Store("profile", cache_dir)
+    store.save(f"{config.key()}/config", config.to_dict())
+    starts = population_starts(config, cache_dir=cache_dir)
+    draws = None
+    points = []
+    bar = runner.progress(config.grid(), desc=f"profile {config.position} ({config.sweep})",
+                          enabled=progress, unit="pt")
+    for n, nu in bar:
+        key = f"{config.key()}/point_n{n}_nu{nu:.6e}"
+        point = store.load(key)
+        if point is None:
+            if draws is None:
+                draws = replicate_data(config)
+            point = run_point(config, n, nu, starts=starts, replicate_draws=draws)
+            store.save(key, point)
+        bar.set_postfix(n=n, nu=f"{nu:.0e}", certified=f"{point['certified']}/{point['fits']}")
+        points.append(point)
+    return e1_profile.ProfileSweep(config, points, sum(p["seconds"] for p in points),
+                                   runner.versions())
+
+
+__all__ = ["AttentionProfileConfig", "POST_FIELDS", "population_starts", "replicate_data",
+           "run_point", "run_profiles"]

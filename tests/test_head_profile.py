@@ -1,0 +1,147 @@
+"""Profile confidence sets for attention layers (E2): the surplus head's pair layout, the
+exact-fit valley it spans, the constrained fits, the sweep and the command line."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gated_hmoe import cli
+from gated_hmoe.estimation import head_profile, profile
+from gated_hmoe.experiments import e2_profile
+from gated_hmoe.models import heads
+
+LINEAR_IN_VALUES = [p for p in heads.LAYER_POSITIONS if p not in heads.MASSFUL]
+
+
+def _x(n=40, seed=0):
+    x, _ = heads.sample_inputs(jax.random.key(seed), n=n, n_tokens=3, d=2)
+    return x
+
+
+@pytest.mark.parametrize("position", heads.LAYER_POSITIONS)
+def test_pair_at_zero_offset_is_the_teacher(position):
+    teacher = heads.layer_teacher(position, 2)
+    layout = head_profile.PairLayout(position, teacher)
+    student = layout.student(jnp.asarray(layout.declared_start()), 0.0)
+    assert student["wv"].shape[0] == 3
+    assert heads.max_output_gap(student, teacher, position, _x()) < 1e-13
+
+
+@pytest.mark.parametrize("position", heads.LAYER_POSITIONS)
+def test_value_offset_is_a_valley_exactly_when_the_leaf_is_linear_in_the_values(position):
+    teacher = heads.layer_teacher(position, 2)
+    layout = head_profile.PairLayout(position, teacher)
+    rng = np.random.default_rng(1)
+    psi = layout.declared_start(direction=rng.normal(size=layout.leaf_dim))
+    gap = heads.max_output_gap(layout.student(jnp.asarray(psi), 0.7), teacher, position, _x())
+    if position in LINEAR_IN_VALUES:
+        assert gap < 1e-12, gap
+    else:
+        assert gap > 1e-3, gap
+
+
+def test_offset_is_half_the_separation_and_masses_keep_the_split():
+    teacher = heads.layer_teacher("ridge", 2)
+    layout = head_profile.PairLayout("ridge", teacher, split=0.3)
+    rng = np.random.default_rng(2)
+    psi = jnp.asarray(rng.normal(size=layout.q))
+    s = layout.student(psi, 0.4)
+    leaf = [np.concatenate([np.ravel(s["wv"][h]), np.ravel(s["b"][h])]) for h in (0, 1)]
+    assert np.linalg.norm(leaf[0] - leaf[1]) == pytest.approx(0.8, rel=1e-12)
+    np.testing.assert_allclose(0.7 * np.asarray(s["wo"][0]), 0.3 * np.asarray(s["wo"][1]),
+                               rtol=1e-12)
+
+
+def test_constrained_fit_on_noiseless_valley_data_is_exact_and_certified():
+    teacher = heads.layer_teacher("MHSA", 2)
+    x = np.asarray(_x(n=24))[None]
+    y = np.asarray(heads.batched_output(jax.tree.map(jnp.asarray, teacher), jnp.asarray(x[0]),
+                                        "MHSA"))[None]
+    problem = head_profile.AttentionPairProblem(x, y, position="MHSA", teacher=teacher,
+                                                max_iter=50)
+    start = problem.layout.declared_start(direction=np.array([1.0, 1.0, 0.0, 0.0]))
+    fits = problem.fit(np.stack([start, start]), 0.9)
+    assert fits.certified.all() and np.all(fits.ssr < 1e-20)
+    assert fits.theta.shape == (2, problem.p) and np.all(fits.theta[:, -1] == 0.9)
+
+
+def test_profile_of_a_ridge_head_grows_with_the_offset_and_a_linear_one_stays_flat(tmp_path):
+    nu = 1e-8
+    out = {}
+    for position in ("ridge", "MHSA"):
+        cfg = e2_profile.AttentionProfileConfig(position=position, sweep="noise", n=256,
+                                                noise_min=nu, noise_max=nu, points=1,
+                                                replicates=1, offsets=(0.1, 1.0, 5),
+                                                pop_n=256, max_iter=100)
+        starts = e2_profile.population_starts(cfg, cache_dir=tmp_path)
+        out[position] = e2_profile.run_point(cfg, 256, nu, starts=starts)
+    ridge = np.array(out["ridge"]["excess"], dtype=float)
+    assert out["ridge"]["certified"] >= 4 and out["MHSA"]["certified"] == 5
+    assert ridge[0, 2] > 10 * profile.CHI2_95           # delta = 0.32: rejected
+    d = cfg.deltas()
+    assert profile.radius(d, ridge[0], profile.CHI2_95, connected=True)[0] < d[2]
+    # the contrast: at delta = 0.32 the ridge pair is rejected by far more than the linear
+    # pair is anywhere on the grid (one replicate; measured 329 nu against at most 11 nu)
+    linear = np.array(out["MHSA"]["excess"], dtype=float)
+    assert ridge[0, 2] > 10 * np.max(linear), (ridge, linear)
+
+
+def test_sweep_runs_through_the_cache_and_the_command_line(tmp_path, capsys):
+    argv = ["attention-profile", "--position", "G1", "--sweep", "noise", "--n", "64",
+            "--noise-min", "1e-9", "--noise-max", "1e-7", "--points", "2", "--replicates", "1",
+            "--offsets", "0.1,1,2", "--cache-dir", str(tmp_path / "c"),
+            "--out", str(tmp_path / "o"), "--no-progress"]
+    assert cli.main(argv) == 0
+    res = json.load(open(tmp_path / "o" / "results.json"))
+    assert (tmp_path / "o" / "profile.png").exists()
+    assert res["config"]["position"] == "G1" and res["fits"] == 2 * 1 * 2
+    assert set(res["slopes"]["radius"]) >= {"slope", "ci"}
+    cfg = cli.attention_profile_config(cli.build_parser().parse_args(argv))
+    again = e2_profile.run_profiles(cfg, cache_dir=tmp_path / "c", progress=False)
+    assert [p["excess"] for p in again.points] == [p["excess"] for p in res["points"]]
+    for bad in (["--position", "G7"], ["--tokens", "2"], ["--offsets", "0.1,2"],
+                ["--split", "1.5"]):
+        capsys.readouterr()
+        assert cli.main(argv + bad) == 2, bad
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {bad[0]} "), err
+
+
+@pytest.mark.user_input
+def test_bad_input_names_the_argument():
+    teacher = heads.layer_teacher("ridge", 2)
+    with pytest.raises(ValueError, match="atom must be in"):
+        head_profile.PairLayout("ridge", teacher, atom=2)
+    with pytest.raises(ValueError, match="split must be in"):
+        head_profile.PairLayout("ridge", teacher, split=1.0)
+    with pytest.raises(ValueError, match="position must be one of"):
+        head_profile.PairLayout("G6", teacher)
+    layout = head_profile.PairLayout("ridge", teacher)
+    with pytest.raises(ValueError, match="direction must be non-zero"):
+        layout.declared_start(direction=np.zeros(layout.leaf_dim))
+    with pytest.raises(ValueError, match="y must have shape"):
+        head_profile.AttentionPairProblem(np.zeros((1, 4, 3, 2)), np.zeros((1, 4, 2, 1)),
+                                          position="ridge", teacher=teacher)
+    with pytest.raises(ValueError, match="n_tokens must be"):
+        e2_profile.AttentionProfileConfig(n_tokens=2).validate()
+    with pytest.raises(ValueError, match="position must be one of"):
+        e2_profile.AttentionProfileConfig(position="G9").validate()
+
+
+@pytest.mark.parametrize("position", list(heads.MASSFUL))
+def test_a_head_with_a_zero_leaf_is_switched_off_at_the_dead_head_offset(position):
+    teacher = heads.layer_teacher(position, 2)
+    layout = head_profile.PairLayout(position, teacher)
+    d0 = layout.dead_head_offset()
+    leaf_star = layout.flat(teacher, 0, layout.leaf_keys)
+    psi = layout.declared_start(direction=leaf_star)
+    psi[layout.leaf_dim: 2 * layout.leaf_dim] = leaf_star / 2 - leaf_star   # centre V*/2
+    start = 2 * layout.leaf_dim + 2 * layout.router_dim
+    psi[start: start + layout.mass_dim] = teacher["wo"][0]                  # M = W_O*
+    s = layout.student(jnp.asarray(psi), d0)
+    assert np.allclose(np.asarray(s["wv"][1]), 0.0, atol=1e-15)
+    assert heads.max_output_gap(s, teacher, position, _x()) < 1e-13
+    assert np.isnan(head_profile.PairLayout("MHSA", heads.layer_teacher("MHSA", 2)).dead_head_offset())
