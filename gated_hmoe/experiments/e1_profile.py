@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -450,35 +451,48 @@ class ProfileSweep:
                 "seconds": self.seconds}
 
 
+def sweep_points(config, label: str, draws: Callable[[], tuple],
+                 point: Callable[..., dict], *, cache_dir=None, progress: bool = True
+                 ) -> ProfileSweep:
+    """Every grid point of a validated profile ``config`` (E1's or E2's), each loaded from the
+    store ``"profile"`` or computed by ``point(n, nu, replicate_draws)`` and saved; the
+    replicate data ``draws()`` are drawn once, and only if a point is missing. The one cache
+    loop of both profile sweeps (progress bar labelled ``label``, resumable per point)."""
+    store = runner.Store("profile", cache_dir)
+    store.save(f"{config.key()}/config", config.to_dict())
+    replicate_draws = None
+    points = []
+    bar = runner.progress(config.grid(), desc=f"profile {label} ({config.sweep})",
+                          enabled=progress, unit="pt")
+    for n, nu in bar:
+        key = f"{config.key()}/point_n{n}_nu{nu:.6e}"
+        record = store.load(key)
+        if record is None:
+            if replicate_draws is None:
+                replicate_draws = draws()
+            record = point(n, nu, replicate_draws)
+            store.save(key, record)
+        bar.set_postfix(n=n, nu=f"{nu:.0e}", certified=f"{record['certified']}/{record['fits']}")
+        points.append(record)
+    return ProfileSweep(config, points, sum(p["seconds"] for p in points), runner.versions())
+
+
 def run_profiles(config: ProfileConfig, *, cache_dir=None, progress: bool = True,
                  devices: int | None = None) -> ProfileSweep:
     """Run (or load from the store ``"profile"``) every grid point of ``config``."""
     if not isinstance(config, ProfileConfig):
         raise TypeError(f"config must be a ProfileConfig, got {type(config).__name__}")
     config.validate()
-    store = runner.Store("profile", cache_dir)
-    store.save(f"{config.key()}/config", config.to_dict())
     starts = population_starts(config, cache_dir=cache_dir)
-    draws = None
     capacity = max(n for n, _ in config.grid())
-    points = []
-    bar = runner.progress(config.grid(), desc=f"profile {config.expert} ({config.sweep})",
-                          enabled=progress, unit="pt")
-    for n, nu in bar:
-        key = f"{config.key()}/point_n{n}_nu{nu:.6e}"
-        point = store.load(key)
-        if point is None:
-            if draws is None:
-                draws = replicate_data(config)
-            point = run_point(config, n, nu, starts=starts, replicate_draws=draws,
-                              devices=devices, capacity=capacity)
-            store.save(key, point)
-        bar.set_postfix(n=n, nu=f"{nu:.0e}", certified=f"{point['certified']}/{point['fits']}")
-        points.append(point)
-    return ProfileSweep(config, points, sum(p["seconds"] for p in points), runner.versions())
+    return sweep_points(
+        config, config.expert, lambda: replicate_data(config),
+        lambda n, nu, draws: run_point(config, n, nu, starts=starts, replicate_draws=draws,
+                                       devices=devices, capacity=capacity),
+        cache_dir=cache_dir, progress=progress)
 
 
 __all__ = ["check_offsets", "offset_grid", "point_record", "AGREEMENT_FACTOR", "BANDS", "CALIBRATION", "CHAPTER_OFFSETS", "CALIBRATION_SEEDS", "CHAPTER_SIZES", "HELD_OUT_SEED", "POST_FIELDS",
            "band_from_calibration", "chapter_configs", "chapter_noise_configs",
            "interpolated_medians", "ProfileConfig", "ProfileSweep", "SWEEPS", "fixed_design_identity",
-           "population_starts", "replicate_data", "run_point", "run_profiles"]
+           "population_starts", "replicate_data", "run_point", "run_profiles", "sweep_points"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -200,25 +201,11 @@ def run_profiles(config: AttentionProfileConfig, *, cache_dir=None, progress: bo
     if not isinstance(config, AttentionProfileConfig):
         raise TypeError(f"config must be an AttentionProfileConfig, got {type(config).__name__}")
     config.validate()
-    store = runner.Store("profile", cache_dir)
-    store.save(f"{config.key()}/config", config.to_dict())
     starts = population_starts(config, cache_dir=cache_dir)
-    draws = None
-    points = []
-    bar = runner.progress(config.grid(), desc=f"profile {config.position} ({config.sweep})",
-                          enabled=progress, unit="pt")
-    for n, nu in bar:
-        key = f"{config.key()}/point_n{n}_nu{nu:.6e}"
-        point = store.load(key)
-        if point is None:
-            if draws is None:
-                draws = replicate_data(config)
-            point = run_point(config, n, nu, starts=starts, replicate_draws=draws)
-            store.save(key, point)
-        bar.set_postfix(n=n, nu=f"{nu:.0e}", certified=f"{point['certified']}/{point['fits']}")
-        points.append(point)
-    return e1_profile.ProfileSweep(config, points, sum(p["seconds"] for p in points),
-                                   runner.versions())
+    return e1_profile.sweep_points(
+        config, config.position, lambda: replicate_data(config),
+        lambda n, nu, draws: run_point(config, n, nu, starts=starts, replicate_draws=draws),
+        cache_dir=cache_dir, progress=progress)
 
 
 __all__ = ["AttentionProfileConfig", "POST_FIELDS", "population_starts", "replicate_data",
