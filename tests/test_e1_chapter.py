@@ -13,6 +13,7 @@ import pytest
 from gated_hmoe.estimation import modulus, rates
 from gated_hmoe.experiments import e1_rates as rb
 from gated_hmoe.viz import rates as vr
+from gated_hmoe.viz import style
 
 
 def _fake_result(config, slope_by_metric, failures=0, seed=0):
@@ -109,6 +110,7 @@ def test_rate_panel_shows_failures():
     assert "2 of 108" in ax.get_legend().get_title().get_text()
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any("[" in lab for lab in labels)                 # slopes carry their intervals
+    assert style.audit(fig) == []
     import matplotlib.pyplot as plt
     plt.close(fig)
 
@@ -130,7 +132,8 @@ def test_live_fit_small():
     assert all(loss["d1"] < 0.05 for loss in out["losses"])
     assert np.max(np.abs(out["f_fit"] - out["f_true"])) < 1e-3
     fig, _ = vr.plot_live_fit(out)
-    assert fig.axes[0].get_xlabel() == "x"
+    assert fig.axes[0].get_xlabel() == "input x"
+    assert style.audit(fig) == []
 
 
 def _set_pair_weights(res, weight):

@@ -7,6 +7,7 @@ import pytest
 
 from gated_hmoe.experiments import e1_rates, e3_quadratic as qb
 from gated_hmoe.viz import quadratic as vq
+from gated_hmoe.viz import style
 
 
 def test_sweep_config_grid_contains_slope_range_ends():
@@ -72,7 +73,9 @@ def test_tiny_grid_table_profile_and_explorer(tmp_path):
     assert len(widget.children) == 3          # controls, live-fit row, output
     assert widget.live_button.description == "run live fit"
     fig, _ = vq.small_multiples(res)
+    assert style.audit(fig) == []
     fig, _ = vq.contrast_figure(res, gates=("quadratic-polynomial",), experts=("sigmoid",))
+    assert style.audit(fig) == []
 
 
 def test_upper_slopes_of_a_synthetic_power_law():

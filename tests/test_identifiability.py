@@ -16,6 +16,7 @@ from gated_hmoe.estimation import rates, voronoi  # noqa: E402
 from gated_hmoe.models import moe  # noqa: E402
 from gated_hmoe.theory import identifiability as idf  # noqa: E402
 from gated_hmoe.viz import theory as vt  # noqa: E402
+from gated_hmoe.viz import style  # noqa: E402
 
 POINT = {"x": 0.5, "x1": 0.5, "x2": -0.3, "beta": 0.7, "beta1": 0.7, "beta2": -0.2,
          "a": 1.3, "a1": 1.3, "a2": 0.4, "b": -0.4}
@@ -252,6 +253,7 @@ def test_figures_draw_results():
     fig2, ax = vt.plot_valley(curves, d1=_d1(curves[0]))
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "0 up to round-off" in labels[0] and "slope 2.00" in labels[1]
+    assert style.audit(fig) == [] and style.audit(fig2) == []
     plt.close("all")
 
 

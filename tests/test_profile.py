@@ -14,6 +14,7 @@ from gated_hmoe.estimation import head_fit, modulus, moe_fit, profile
 from gated_hmoe.experiments import e1_profile as ep
 from gated_hmoe.experiments import runner
 from gated_hmoe.models import data, moe
+from gated_hmoe.viz import profile as vp, style
 
 NU = 1e-6
 
@@ -141,6 +142,23 @@ def test_sweep_radius_shrinks_is_cached_and_resumes(small_sweep, tmp_path):
     with pytest.warns(runner.CacheWarning, match=path.name):
         third = ep.run_profiles(cfg, cache_dir=cache, progress=False)
     np.testing.assert_allclose(third.excess(), res.excess(), rtol=1e-8, atol=1e-8)
+
+
+def test_profile_figures_follow_the_book_rules(small_sweep):
+    _, cfg, res = small_sweep
+    fig, _ = vp.profile_panels(res)
+    assert style.audit(fig) == []
+    fig, ax = style.new_figure()
+    vp.sample_complexity_axes(ax, {"SiLU": res}, [0.3, 0.1])
+    assert style.audit(fig) == []
+    fig, ax = style.new_figure()                          # an empty panel is a finding
+    assert any("empty" in f for f in style.audit(fig))
+    ax.plot([1, 2], [1, 2])
+    assert any("no x-axis label" in f for f in style.audit(fig))
+    ax.set(xlabel="n", ylabel="loss")
+    assert any("names no quantity" in f for f in style.audit(fig))
+    with pytest.raises(ValueError, match="figure rules"):
+        style.check(fig)
 
 
 def test_threshold_is_post_processing(small_sweep):

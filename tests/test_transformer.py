@@ -26,6 +26,7 @@ from gated_hmoe.models import attention as attn
 from gated_hmoe.models import tasks
 from gated_hmoe.models import transformer as tfm
 from gated_hmoe.viz import transformer as vt
+from gated_hmoe.viz import style
 
 SMALL = dict(vocab=7, seq_len=6, d_model=8, heads=2, layers=2)
 
@@ -303,10 +304,12 @@ def test_figures_and_explorer(tiny_sweep):
             vt.plot_stability(e4.stability(res)),
             vt.plot_attention_maps(res), vt.plot_sink_trace(res),
             vt.run_maps(res, "G1", 0, 1)]
-    assert [len(f.axes) for f in figs] == [TINY.layers, TINY.layers, 1, 1,
-                                           2 * TINY.layers * TINY.heads, TINY.layers,
-                                           TINY.heads + 1]
+    assert [len(f.axes) for f in figs] == [TINY.layers, TINY.layers, 1, 1,     # + colour bars
+                                           2 * TINY.layers * TINY.heads + 1, TINY.layers,
+                                           TINY.heads + 2]
     assert figs[0]._suptitle.get_text().startswith("Attention sink: mean weight")
+    findings = {i: style.audit(f) for i, f in enumerate(figs)}
+    assert not any(findings.values()), findings
     plt.close("all")
     box = vt.maps_explorer(res)
     variant, layer, seed = box.children[0].children

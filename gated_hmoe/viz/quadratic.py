@@ -12,7 +12,7 @@ from gated_hmoe.estimation import rates
 from gated_hmoe.models.moe import EXPERT_LABELS, EXPERTS, GATE_LABELS, GATES
 from gated_hmoe.viz import explorer as ex
 from gated_hmoe.viz.rates import RATE_STYLES, live_fit_view, rate_figure
-from gated_hmoe.viz.style import EXPERT_COLORS, new_figure
+from gated_hmoe.viz.style import EXPERT_COLORS, MIN_LEGEND_POINTS, new_figure
 
 #: Metrics of the chapter's slope table (drawn by default).
 TABLE_METRICS: tuple[str, ...] = ("worst_overfitted", "d1", "V")
@@ -109,11 +109,11 @@ def small_multiples(results: dict, *, metrics=TABLE_METRICS):
             rate_figure(res, metrics=list(metrics), ax=ax)
             ax.set_title(f"{GATE_LABELS[gate]}, {EXPERT_LABELS[expert]}, s = {spread}\n"
                          f"{_fail_text(res)}", fontsize=9)
-            ax.legend(loc="lower left", fontsize=6)
+            ax.legend(loc="lower left", fontsize=MIN_LEGEND_POINTS)
             if i < len(rows) - 1:
                 ax.set_xlabel("")
-            if j > 0:
-                ax.set_ylabel("")
+            ax.set_ylabel("")
+    fig.supylabel("parameter loss (median over replicates; see legends)", fontsize=10)
     fig.tight_layout()
     return fig, axes
 

@@ -64,7 +64,7 @@ def rate_figure(result, *, metrics=None, ax=None):
     what = "noise sweep, n = %d" % cfg.n if cfg.sweep == "noise" else "n sweep, ν = %g" % cfg.noise
     ax.set_title(f"{cfg.expert} experts, k* = {cfg.k_true}, k = {cfg.k_fit} ({what})")
     ax.set_xlabel("effective sample size n / ν")
-    ax.set_ylabel("loss (median over replicates)")
+    ax.set_ylabel("parameter loss (median over replicates; see legend)")
     ax.legend(loc="best")
     return fig, ax
 
@@ -169,7 +169,7 @@ def plot_live_fit(out: dict):
     ax.plot(out["x"], out["y"], ".", color="0.6", ms=2, label="data (replicate 1)")
     ax.plot(out["grid"], out["f_true"], color="k", lw=2, label="truth $f_{G^*}$")
     ax.plot(out["grid"], out["f_fit"], "--", color=c, label="least-squares fit")
-    ax.set(xlabel="x", ylabel="y", title=f"live fit: {out['expert']} experts")
+    ax.set(xlabel="input x", ylabel="response y", title=f"live fit: {out['expert']} experts")
     ax.legend()
     return fig, ax
 

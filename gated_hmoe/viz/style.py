@@ -63,10 +63,83 @@ def new_figure(ncols: int = 1, nrows: int = 1, *, width: float | None = None,
     return plt.subplots(nrows, ncols, figsize=(w, h), **kwargs)
 
 
+#: Axis labels that name no quantity (an audit finding when used alone).
+GENERIC_LABELS: frozenset[str] = frozenset({"loss", "value", "values", "error", "y", "x", "f"})
+
+#: Smallest legend font the audit accepts, in points (readable at page width).
+MIN_LEGEND_POINTS: float = 6.5
+
+
+def _has_data(ax) -> bool:
+    return bool(ax.lines or ax.collections or ax.images or ax.patches or ax.tables)
+
+
+def _is_colorbar(ax) -> bool:
+    return getattr(ax, "_colorbar", None) is not None
+
+
+def _tick_labels_hidden(ax, axis: str) -> bool:
+    """True for an inner panel of a shared grid (``label_outer``): no tick labels on ``axis``."""
+    params = (ax.xaxis if axis == "x" else ax.yaxis).get_tick_params()
+    sides = ("labelbottom", "labeltop") if axis == "x" else ("labelleft", "labelright")
+    defaults = (True, False)
+    return not any(params.get(side, default) for side, default in zip(sides, defaults))
+
+
+def audit(fig) -> list[str]:
+    """What breaks the book's figure rules in ``fig``, one finding per string (empty: none).
+
+    Rules: every visible panel shows data (a panel with only a note is empty); every
+    visible panel with data names its quantities on both axes (an inner panel of a shared
+    grid may leave the label to its row or column -- its tick labels hidden -- or to the
+    figure's ``supxlabel``/``supylabel``), and no label is a bare generic word
+    (:data:`GENERIC_LABELS`); legends are at least :data:`MIN_LEGEND_POINTS` points; every
+    heat map (image or mesh) has a colour bar.
+    """
+    findings = []
+    panels = [ax for ax in fig.axes if ax.get_visible() and not _is_colorbar(ax)]
+    sup_x = getattr(fig, "_supxlabel", None) is not None
+    sup_y = getattr(fig, "_supylabel", None) is not None
+    for i, ax in enumerate(panels):
+        name = f"panel {i} ({ax.get_title() or 'untitled'})"
+        if not ax.axison:
+            continue                      # an axes drawn as a picture or a text block
+        if not _has_data(ax):
+            findings.append(f"{name}: empty (no data drawn)")
+            continue
+        for axis, label, sup in (("x", ax.get_xlabel(), sup_x), ("y", ax.get_ylabel(), sup_y)):
+            inner = _tick_labels_hidden(ax, axis)
+            if not label.strip():
+                if not (sup or inner):
+                    findings.append(f"{name}: no {axis}-axis label")
+            elif label.strip().lower() in GENERIC_LABELS:
+                findings.append(f"{name}: {axis}-axis label {label!r} names no quantity")
+        leg = ax.get_legend()
+        if leg is not None:
+            size = min((t.get_fontsize() for t in leg.get_texts()), default=MIN_LEGEND_POINTS)
+            if size < MIN_LEGEND_POINTS:
+                findings.append(f"{name}: legend at {size:g} pt (< {MIN_LEGEND_POINTS:g} pt)")
+        for art in [*ax.images, *ax.collections]:
+            if hasattr(art, "get_array") and art.get_array() is not None \
+                    and type(art).__name__ in ("AxesImage", "QuadMesh") and art.colorbar is None:
+                findings.append(f"{name}: heat map without a colour bar")
+    if not panels:
+        findings.append("figure has no visible panel")
+    return findings
+
+
+def check(fig):
+    """Raise ``ValueError`` listing :func:`audit`'s findings for ``fig``; return ``fig``."""
+    findings = audit(fig)
+    if findings:
+        raise ValueError("figure breaks the book's figure rules: " + "; ".join(findings))
+    return fig
+
+
 def position_color(position: str) -> str:
     """The book's colour of an attention variant (``"ridge"`` takes ``"G1-ridge"``)."""
     return GATE_COLORS["G1-ridge" if position == "ridge" else position]
 
 
-__all__ = ["EXPERT_COLORS", "GATE_COLORS", "LEVEL_COLORS", "apply_style", "new_figure",
-           "position_color"]
+__all__ = ["EXPERT_COLORS", "GATE_COLORS", "GENERIC_LABELS", "LEVEL_COLORS",
+           "MIN_LEGEND_POINTS", "apply_style", "audit", "check", "new_figure", "position_color"]

@@ -38,6 +38,7 @@ def plot_sinks(table: dict, *, seq_len: int, field: str = "sink"):
             ax.plot(np.full(len(vals), k), vals, "k.", ms=3)
         ax.axhline(uniform, ls="--", color="0.4", lw=1, label="uniform attention")
         ax.set_xticks(range(len(variants)), variants, rotation=45)
+        ax.set_xlabel("attention variant")
         ax.set_ylabel("attention on BOS (largest head)")
         ax.set_title(f"layer {layer + 1}")
         ax.legend(loc="upper right")
@@ -105,18 +106,31 @@ def plot_attention_maps(res, variants=("MHSA", "G1"), *, seed: int = 0,
     cols = [(ly, h) for ly in layers for h in range(cfg.heads)]
     fig, axes = new_figure(len(cols), len(variants), width=2.6 * len(cols),
                            height=2.7 * len(variants), squeeze=False)
+    image = None
     for r, v in enumerate(variants):
         maps = res.get(v, seed, field="maps")
         for c, (ly, h) in enumerate(cols):
             ax = axes[r][c]
-            ax.imshow(maps[ly, h], vmin=0, vmax=1, cmap="viridis")
+            image = ax.imshow(maps[ly, h], vmin=0, vmax=1, cmap="viridis")
             ax.grid(False)
             ax.set_title(f"{v}: layer {ly + 1}, head {h + 1}", fontsize=9)
             ax.set_xlabel("key position j", fontsize=8)
             if c == 0:
                 ax.set_ylabel("query position i", fontsize=8)
+            else:                                   # the row shares its query axis
+                ax.tick_params(labelleft=False)
     fig.tight_layout()
+    _shared_colorbar(fig, axes, image)
     return fig
+
+
+def _shared_colorbar(fig, axes, image) -> None:
+    """One colour bar for heat maps that share the scale [0, 1] (every image is tied to it)."""
+    bar = fig.colorbar(image, ax=np.ravel(axes).tolist(), shrink=0.8, pad=0.02)
+    bar.set_label("attention weight")
+    for ax in np.ravel(axes):
+        for im in ax.images:
+            im.colorbar = bar
 
 
 def plot_sink_trace(res, variants=("MHSA", "G1")):
@@ -148,19 +162,24 @@ def run_maps(res, variant: str, layer: int, seed: int):
     other = res.get(variant, seed, field="sink_other")
     copy = res.get(variant, seed, field="sink_copy")
     fig, axes = new_figure(cfg.heads + 1, width=2.8 * (cfg.heads + 1), height=3.0)
+    image = None
     for h in range(cfg.heads):
-        axes[h].imshow(maps[layer, h], vmin=0, vmax=1)
+        image = axes[h].imshow(maps[layer, h], vmin=0, vmax=1)
         axes[h].grid(False)
         axes[h].set_title(f"{variant} L{layer + 1} head {h + 1}", fontsize=9)
-        axes[h].set_xlabel("key j", fontsize=8)
+        axes[h].set_xlabel("key position j", fontsize=8)
+        axes[h].set_ylabel("query position i", fontsize=8)
     x = np.arange(cfg.heads)
     axes[-1].bar(x - 0.2, other[layer], 0.4, color=GATE_COLORS[variant], label="non-copy")
     axes[-1].bar(x + 0.2, copy[layer], 0.4, color="0.6", label="copy")
     axes[-1].set_xticks(x, [f"h{h + 1}" for h in x])
     axes[-1].set_ylim(0, 1)
     axes[-1].set_title("attention on BOS", fontsize=9)
+    axes[-1].set_xlabel("head")
+    axes[-1].set_ylabel("attention weight on BOS")
     axes[-1].legend()
     fig.tight_layout()
+    _shared_colorbar(fig, axes[:-1], image)
     return fig
 
 
