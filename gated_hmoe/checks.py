@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -109,6 +111,69 @@ def finite_array(value: Any, name: str, *, ndim: int | None = None,
     if bad:
         raise ValueError(f"{name} must contain only finite values (found {bad} non-finite entries)")
     return arr
+
+
+def writable_folder(value: Any, name: str) -> Path:
+    """Return ``value`` as a :class:`~pathlib.Path` if it is a folder this process can write
+    or create (checked without creating anything): the path, or its nearest existing
+    ancestor, must be a folder with write permission. Run before any work, so that a run
+    never ends in an unwritable output.
+
+    >>> writable_folder("/dev/null/out", "out")
+    Traceback (most recent call last):
+    ...
+    ValueError: out must be a folder that can be written, got '/dev/null/out' ('/dev/null' is not a folder)
+    """
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise TypeError(f"{name} must be a path, got {value!r}")
+    path = Path(value).expanduser()
+    here = path if path.is_absolute() else Path.cwd() / path
+    while not os.path.lexists(here) and here != here.parent:
+        here = here.parent
+    reason = None
+    if not here.is_dir():
+        reason = f"{str(here)!r} is not a folder"
+    elif not os.access(here, os.W_OK | os.X_OK):
+        reason = f"{str(here)!r} is not writable"
+    if reason is not None:
+        raise ValueError(f"{name} must be a folder that can be written, got {str(value)!r} "
+                         f"({reason})")
+    return path
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation: ``MemAvailable`` of ``/proc/meminfo``
+    (Linux), else the physical memory (``os.sysconf``); ``None`` where neither is known."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def fits_in_memory(need: int, what: str, *, available: int | None = None) -> int:
+    """Return ``need`` (bytes) if it is at most the ``available`` memory (default
+    :func:`available_memory`), else ``ValueError`` starting with ``what`` (the sizes that ask
+    for it, e.g. ``"replicates 100000000"``).
+
+    >>> fits_in_memory(3 * 2**30, "replicates 1000", available=2 * 2**30)
+    Traceback (most recent call last):
+    ...
+    ValueError: replicates 1000 would need about 3 GiB of memory, the machine has 2 GiB available
+    """
+    need = positive_int(need, "need", minimum=0)
+    if available is None:
+        available = available_memory()
+    if available is not None and need > available:
+        raise ValueError(f"{what} would need about {need / 2**30:.3g} GiB of memory, the "
+                         f"machine has {available / 2**30:.3g} GiB available")
+    return need
 
 
 def prng_key(value: Any, name: str, *, batch: bool = False) -> Any:

@@ -3,7 +3,15 @@
 Each sub-command builds an experiment configuration from its flags, runs it through the
 experiment's cached, resumable runner (:mod:`gated_hmoe.experiments`), writes
 ``results.json`` with the configuration and library versions, and draws its figures with
-:mod:`gated_hmoe.viz`. Bad arguments end in one ``error: ...`` line and exit status 2.
+:mod:`gated_hmoe.viz`.
+
+Every command runs in two phases. First, before any work: the flags are parsed, the
+configuration validated, the output and cache folders checked writable and the estimated
+peak memory (``peak_bytes`` of the experiment) compared with the machine's available
+memory; anything wrong ends in one ``error: ...`` line naming the flag as typed and exit
+status 2. Then the run: a failure there ends in one ``error: ...`` line and exit status 1
+(``--debug`` before the command, or ``GATED_HMOE_DEBUG=1``, re-raises with the traceback).
+Each command's ``--help`` ends with a small example.
 
 - ``rates``: E1 (and E3 with ``--gate``) -- least-squares rates of MoE experts;
 - ``profile``: E1 measured by what the data determine -- profile confidence sets;
@@ -16,12 +24,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import re
+import shlex
 import sys
 from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
 
+from gated_hmoe import checks
+from gated_hmoe.estimation import moe_fit
 from gated_hmoe.estimation.profile import CHI2_95
 from gated_hmoe.experiments import e1_profile, e1_rates, e2_attention, e2_profile, runner
 from gated_hmoe.experiments import e4_transformer as e4
@@ -35,6 +48,50 @@ from gated_hmoe.viz import transformer as viz_transformer
 def _save(fig, path: Path) -> None:
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
+
+
+#: Environment variable that, set to a non-empty value, makes errors re-raise (as ``--debug``).
+DEBUG_ENV = "GATED_HMOE_DEBUG"
+
+
+class UsageError(Exception):
+    """A bad argument, in the words of the command line (printed as one ``error:`` line,
+    exit status 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """:class:`argparse.ArgumentParser` whose errors are one line (:class:`UsageError`)
+    instead of the usage text, and whose help keeps the layout of its description and
+    example (:class:`argparse.RawDescriptionHelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def example(*lines: str) -> str:
+    """The epilog of a command's ``--help``: ``example:`` and the command, one line each.
+
+    >>> print(example("python -m gated_hmoe rates --out results/r"))
+    example:
+      python -m gated_hmoe rates --out results/r
+    """
+    return "example:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def examples(parser: argparse.ArgumentParser) -> list[list[str]]:
+    """The example commands in the epilog of ``parser`` as argument lists (without
+    ``python -m gated_hmoe``)."""
+    text = (parser.epilog or "").split("example:", 1)[-1]
+    out = []
+    for line in text.strip().splitlines():
+        words = shlex.split(line)
+        if words[:3] == ["python", "-m", "gated_hmoe"]:
+            out.append(words[3:])
+    return out
 
 
 # ------------------------------------------------------------------ rates (E1, E3)
@@ -68,9 +125,8 @@ def rates_config(args) -> e1_rates.SweepConfig:
                                 fit_max=args.fit_max).validate()
 
 
-def cli_rates(args) -> int:
+def cli_rates(args, config: e1_rates.SweepConfig) -> int:
     """``rates``: one E1/E3 sweep; ``DIR/results.json`` and ``DIR/rates.png``."""
-    config = rates_config(args)
     result = e1_rates.run_sweep(config, cache_dir=args.cache_dir, progress=not args.no_progress,
                                 devices=args.devices)
     out = Path(args.out)
@@ -78,8 +134,11 @@ def cli_rates(args) -> int:
     runner.write_json_atomic(out / "results.json", result.to_dict(), indent=1)
     _save(viz_rates.rate_figure(result)[0], out / "rates.png")
     print(f"wrote {out / 'results.json'} and {out / 'rates.png'}")
+    if config.slope_note() is not None:
+        print(f"  {config.slope_note()}")
     for m, s in result.slopes.items():
-        print(f"  {m:17s} {s.label()}  failures {sum(s.failures)}")
+        if s is not None:
+            print(f"  {m:17s} {s.label()}  failures {sum(s.failures)}")
     failed, fits = result.failure_count()
     print(f"  total failures {failed} of {fits} fits; fit seconds {result.seconds:.1f}")
     return 0
@@ -112,7 +171,9 @@ def add_grid_flags(p, *, points: int, replicates: int, sweep_help: str, n_min: i
 
 def add_rates(sub) -> None:
     p = sub.add_parser("rates", help="E1: least-squares rates of MoE experts (n or noise sweep)",
-                       description=e1_rates.__doc__.split("\n\n")[0])
+                       description=e1_rates.__doc__.split("\n\n")[0],
+                       epilog=example("python -m gated_hmoe rates --expert sigmoid --n-min 100 "
+                                      "--n-max 400 --points 3 --replicates 3 --out results/rates"))
     add_e1_sweep_flags(p, expert="sigmoid", k_fit=2, points=12, replicates=20,
                        sweep_help="'n' (sample size) or 'noise' (E1 contrast protocol)")
     p.add_argument("--init", default="near", help="one of ('near', 'split', 'random')")
@@ -128,7 +189,7 @@ def add_rates(sub) -> None:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.set_defaults(func=cli_rates)
+    p.set_defaults(func=cli_rates, config=rates_config, memory=e1_rates.peak_bytes)
 
 
 # ------------------------------------------------------------------ profile (E1, what the data determine)
@@ -147,10 +208,9 @@ def profile_config(args) -> e1_profile.ProfileConfig:
                                     split=args.split, c=args.c).validate()
 
 
-def cli_profile(args) -> int:
+def cli_profile(args, config: e1_profile.ProfileConfig) -> int:
     """``profile``: profile confidence sets of the over-fitted pair along an n or noise
     sweep; ``DIR/results.json`` and ``DIR/profile.png``."""
-    config = profile_config(args)
     result = e1_profile.run_profiles(config, cache_dir=args.cache_dir,
                                      progress=not args.no_progress, devices=args.devices)
     return write_profile(result, Path(args.out))
@@ -170,6 +230,8 @@ def write_profile(result: e1_profile.ProfileSweep, out: Path) -> int:
         print(f"  n = {p['n']:>7d}, nu = {p['noise']:.1e}: median radius {m:.3g}")
     if payload["slopes"]["radius"] is not None:
         print(f"  radius {result.slope().label()}")
+    else:
+        print(f"  radius: {payload['slope_note']}")
     print(f"  fit seconds {result.seconds:.1f}")
     return 0
 
@@ -177,13 +239,15 @@ def write_profile(result: e1_profile.ProfileSweep, out: Path) -> int:
 def add_profile(sub) -> None:
     p = sub.add_parser(
         "profile", help="E1: profile confidence sets of the over-fitted pair (radius vs n)",
-        description=e1_profile.__doc__.split("\n\n")[0])
+        description=e1_profile.__doc__.split("\n\n")[0],
+        epilog=example("python -m gated_hmoe profile --expert silu --n-min 200 --n-max 400 "
+                       "--points 2 --replicates 2 --offsets 0.05,2,6 --out results/profile"))
     add_e1_sweep_flags(p, expert="silu", k_fit=3, points=5, replicates=16,
                        sweep_help="'n' (sample size at fixed noise) or 'noise'")
     p.add_argument("--true", default=None, metavar="FILE.json", help="true measure (JSON)")
     add_profile_flags(p, offsets="0.02,2,12")
     p.add_argument("--devices", type=int, default=None)
-    p.set_defaults(func=cli_profile)
+    p.set_defaults(func=cli_profile, config=profile_config, memory=e1_profile.peak_bytes)
 
 
 def add_profile_flags(p, *, offsets: str) -> None:
@@ -211,10 +275,9 @@ def attention_profile_config(args) -> e2_profile.AttentionProfileConfig:
         split=args.split, c=args.c, n_tokens=args.n_tokens).validate()
 
 
-def cli_attention_profile(args) -> int:
+def cli_attention_profile(args, config: e2_profile.AttentionProfileConfig) -> int:
     """``attention-profile``: profile confidence sets of the surplus head of one gate
     position along an n or noise sweep; ``DIR/results.json`` and ``DIR/profile.png``."""
-    config = attention_profile_config(args)
     result = e2_profile.run_profiles(config, cache_dir=args.cache_dir,
                                      progress=not args.no_progress)
     return write_profile(result, Path(args.out))
@@ -224,29 +287,43 @@ def add_attention_profile(sub) -> None:
     p = sub.add_parser(
         "attention-profile",
         help="E2: profile confidence sets of the surplus head (radius vs n), one gate position",
-        description=e2_profile.__doc__.split("\n\n")[0])
+        description=e2_profile.__doc__.split("\n\n")[0],
+        epilog=example("python -m gated_hmoe attention-profile --position G1 --sweep noise "
+                       "--n 64 --noise-min 1e-9 --noise-max 1e-7 --points 2 --replicates 1 "
+                       "--offsets 0.1,1,2 --out results/attention-profile"))
     p.add_argument("--position", default="ridge", help=f"one of {heads.LAYER_POSITIONS}")
     p.add_argument("--tokens", dest="n_tokens", type=int, default=3,
                    help="sequence length N (>= 3)")
     add_grid_flags(p, points=3, replicates=8, n_min=250, n_max=4000, n=250, noise_min=1e-12,
                    sweep_help="'n' (sample size at fixed noise) or 'noise'")
     add_profile_flags(p, offsets="0.03,2,8")
-    p.set_defaults(func=cli_attention_profile)
+    p.set_defaults(func=cli_attention_profile, config=attention_profile_config,
+                   memory=e2_profile.peak_bytes)
 
 
 # ------------------------------------------------------------------ attention-fit (E2)
 
-def cli_attention_fit(args) -> int:
-    """``attention-fit``: the E2 noise sweep for several positions; ``DIR/results.json`` and
-    ``DIR/attention_fit.png``."""
+def attention_fit_configs(args) -> list[e2_attention.FitSweepConfig]:
+    """The :class:`~gated_hmoe.experiments.e2_attention.FitSweepConfig` of each position of
+    the ``attention-fit`` flags."""
     positions = [q.strip() for q in args.positions.split(",") if q.strip()]
+    if not positions:
+        raise ValueError(f"positions must name at least one of {heads.POSITIONS}, "
+                         f"got {args.positions!r}")
     for q in positions:
-        heads.check_position(q)
-    configs = [e2_attention.FitSweepConfig(
+        if q not in heads.POSITIONS:
+            raise ValueError(f"positions must be a comma-separated subset of {heads.POSITIONS}, "
+                             f"got {q!r}")
+    return [e2_attention.FitSweepConfig(
         position=q, teacher_heads=args.teacher_heads, student_heads=args.student_heads, n=args.n,
         log10_x_min=args.log10_x_min, log10_x_max=args.log10_x_max, points=args.points,
         replicates=args.replicates, spread=args.spread, seed=args.seed, max_iter=args.max_iter,
         rtol=args.rtol).validate() for q in positions]
+
+
+def cli_attention_fit(args, configs: list[e2_attention.FitSweepConfig]) -> int:
+    """``attention-fit``: the E2 noise sweep for several positions; ``DIR/results.json`` and
+    ``DIR/attention_fit.png``."""
     out_dir = Path(args.out)
     results = {}
     bar = runner.progress(configs, desc="attention-fit", enabled=not args.no_progress,
@@ -274,7 +351,8 @@ def cli_attention_fit(args) -> int:
         secs = "no time recorded" if res.seconds is None else f"{res.seconds:.0f} s"
         secs += " (cached)" if res.cached else ""
         slopes = payload["positions"][q]["slopes"]
-        text = "; ".join(f"{m} " + ("no slope (< 2 points with n/nu >= FIT_MIN)" if slopes[m] is None
+        text = "; ".join(f"{m} " + (f"no slope can be fitted (< 2 points with n/nu >= "
+                                     f"{e2_attention.FIT_MIN:.2g})" if slopes[m] is None
                                     else res.slope(m).label()) for m in metrics)
         print(f"  {q:6s} ({heads.LEAF_CLASS[q]}) {text}; failures {res.failures()}; {secs}")
     return 0
@@ -284,7 +362,10 @@ def add_attention_fit(sub) -> None:
     p = sub.add_parser(
         "attention-fit", help="E2: fitted attention layers, leaf-expert errors vs n/nu",
         description="E2 noise sweep per gate position (cached per position; an interrupted "
-                    "run resumes at the first unfinished position).")
+                    "run resumes at the first unfinished position).",
+        epilog=example("python -m gated_hmoe attention-fit --positions MHSA,ridge --n 30 "
+                       "--points 3 --log10-x-min 11 --log10-x-max 13 --replicates 2 "
+                       "--max-iter 20 --out results/attention-fit"))
     p.add_argument("--positions", default=",".join(heads.POSITIONS),
                    help=f"comma-separated subset of {heads.POSITIONS}")
     p.add_argument("--teacher-heads", type=int, default=1)
@@ -302,7 +383,8 @@ def add_attention_fit(sub) -> None:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.set_defaults(func=cli_attention_fit)
+    p.set_defaults(func=cli_attention_fit, config=attention_fit_configs,
+                   memory=lambda configs: max(e2_attention.peak_bytes(c) for c in configs))
 
 
 # ------------------------------------------------------------------ transformer (E4)
@@ -319,10 +401,9 @@ def transformer_config(args) -> e4.ExperimentConfig:
     return e4.validate_config(cfg._replace(**overrides))
 
 
-def cli_transformer(args) -> int:
+def cli_transformer(args, cfg: e4.ExperimentConfig) -> int:
     """``transformer``: the E4 sweep (cached per run, resumable);
     ``DIR/transformer_results.json`` and five figures ``DIR/transformer_*.png``."""
-    cfg = transformer_config(args)
     res = e4.run_experiment(cfg, cache_dir=args.cache_dir, progress=not args.no_progress)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -349,7 +430,8 @@ def add_transformer(sub) -> None:
     p = sub.add_parser(
         "transformer", help="E4: small transformer on Bigram-Backcopy, sinks and learning curves",
         description="Train the E4 sweep (cached per run, resumable) and write "
-                    "transformer_results.json and figures to --out.")
+                    "transformer_results.json and figures to --out.",
+        epilog=example("python -m gated_hmoe transformer --preset tiny --out results/transformer"))
     p.add_argument("--preset", choices=sorted(e4.PRESETS), default="chapter")
     p.add_argument("--out", default="results/transformer", metavar="DIR", help="output folder")
     p.add_argument("--cache-dir", default=None, help="cache root (default $GATED_HMOE_CACHE)")
@@ -361,7 +443,7 @@ def add_transformer(sub) -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=None,
                    help="training-set sizes of the learning curves")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cli_transformer)
+    p.set_defaults(func=cli_transformer, config=transformer_config, memory=None)
 
 
 # ------------------------------------------------------------------ the parser
@@ -379,43 +461,135 @@ def sub_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     """The top-level parser with one sub-parser per experiment."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m gated_hmoe",
-        description="Run the book's experiments from the command line (cached, resumable).")
+        description="Run the book's experiments from the command line (cached, resumable).",
+        epilog="Exit status: 0 done, 2 bad arguments (nothing was run), 1 a failure during the "
+               "run.\nErrors are one 'error: ...' line; --debug (or GATED_HMOE_DEBUG=1) shows "
+               "the traceback.\n\n"
+               + example("python -m gated_hmoe rates --help"))
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, re-raise it with its traceback (for developers)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
     return parser
 
 
+def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Configuration field (an action's ``dest``) -> the flag that sets it, as typed
+    (``{"n_min": "--n-min", "n_tokens": "--tokens", ...}``), from the parser's actions."""
+    return {a.dest: a.option_strings[-1] for a in parser._actions
+            if a.option_strings and a.dest not in ("help", argparse.SUPPRESS)}
+
+
 def as_flags(message: str, parser: argparse.ArgumentParser) -> str:
-    """``message`` with a leading configuration field replaced by its flag as the user types
-    it (``"n_min must be ..."`` -> ``"--n-min must be ..."``; also ``"offsets min ..."``).
+    """``message`` with the configuration fields it names replaced by their flags as the
+    user types them (:func:`flag_names`): a leading field (``"n_min must ..."``, also
+    ``"offsets min ..."``), a field with an underscore anywhere (``k_true``), and an
+    assignment ``field=`` anywhere (``n=``, ``fit_min=``).
 
     >>> p = argparse.ArgumentParser(); _ = p.add_argument("--n-min", type=int)
+    >>> _ = p.add_argument("--n-max", type=int); _ = p.add_argument("--n", type=int)
     >>> as_flags("n_min must be an integer >= 1, got 0", p)
     '--n-min must be an integer >= 1, got 0'
+    >>> as_flags("n_max must be >= n_min, got n_min=5000, n_max=100", p)
+    '--n-max must be >= --n-min, got --n-min=5000, --n-max=100'
+    >>> as_flags("the grid's n/nu values, got n=3", p)
+    "the grid's n/nu values, got --n=3"
     """
-    flags = {a.dest: a.option_strings[-1] for a in parser._actions if a.option_strings}
-    for dest in sorted(flags, key=len, reverse=True):
+    flags = flag_names(parser)
+    names = sorted(flags, key=len, reverse=True)
+    for dest in names:
         if message.startswith(dest + " "):
-            return flags[dest] + message[len(dest):]
+            message = flags[dest] + message[len(dest):]
+            break
+    pattern = "|".join(re.escape(d) for d in names if "_" in d)
+    assign = "|".join(re.escape(d) for d in names)
+    if pattern:
+        message = re.sub(rf"(?<![\w.-])({pattern})(?!\w)", lambda m: flags[m.group(1)], message)
+    if assign:
+        message = re.sub(rf"(?<![\w.-])({assign})=", lambda m: flags[m.group(1)] + "=", message)
     return message
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its first non-empty line of text (the type's name if it
+    has none), at most 400 characters."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def memory_flags(args, config) -> str:
+    """The sizes that set a command's memory, as typed (``"--replicates 20 with --n-max
+    100000"``)."""
+    parts = [f"--replicates {args.replicates}"]
+    if getattr(args, "sweep", None) == "n":
+        parts.append(f"--n-max {args.n_max}")
+    elif getattr(args, "n", None) is not None:
+        parts.append(f"--n {args.n}")
+    if args.command == "attention-fit":
+        parts.append(f"--points {args.points}")
+    if getattr(args, "init", None) == "random":
+        parts.append(f"--starts {args.starts}")
+    return parts[0] + " with " + " and ".join(parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def prepare(args):
+    """Everything before any work: the configuration of the flags (validated), the memory
+    it needs against the machine's, and writable output and cache folders. Raises
+    ``ValueError``/``TypeError`` in the configuration's terms (see :func:`as_flags`)."""
+    config = args.config(args)
+    if getattr(args, "devices", None) is not None:
+        moe_fit.device_mesh(args.devices)       # at most the devices there are
+    if args.memory is not None:
+        checks.fits_in_memory(args.memory(config), memory_flags(args, config))
+    checks.writable_folder(args.out, "out")
+    if args.cache_dir is not None:
+        checks.writable_folder(args.cache_dir, "cache_dir")
+    else:
+        checks.writable_folder(runner.cache_root(), f"the cache folder (${runner.CACHE_ENV} "
+                                                    "or ~/.cache/gated_hmoe; set --cache-dir)")
+    return config
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen command; returns the process exit status."""
+    """Parse ``argv`` and run the chosen command; returns the process exit status: 0 done,
+    2 bad arguments (before any work), 1 a failure during the run. Errors are one
+    ``error: ...`` line on stderr, naming the flag as typed."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 2
-    matplotlib.use("Agg")                   # figures are written to files
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, TypeError) as exc:  # bad input: one clear line, no trace
-        command = sub_parsers(parser).get(getattr(args, "command", None), parser)
-        print(f"error: {as_flags(str(exc), command)}", file=sys.stderr)
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    except SystemExit as exc:                   # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    debug = args.debug or bool(os.environ.get(DEBUG_ENV))
+    command = sub_parsers(parser)[args.command]
+    try:
+        config = prepare(args)
+    except (ValueError, TypeError) as exc:      # bad input: one clear line, no trace
+        if debug:
+            raise
+        print(f"error: {as_flags(one_line(exc), command)}", file=sys.stderr)
+        return 2
+    matplotlib.use("Agg")                       # figures are written to files
+    try:
+        return int(args.func(args, config) or 0)
+    except KeyboardInterrupt:
+        print("error: interrupted; finished grid points are cached, the same command resumes",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:                    # a failure during the run
+        if debug:
+            raise
+        print(f"error: {args.command} failed: {type(exc).__name__}: {one_line(exc)} "
+              f"(--debug shows the traceback)", file=sys.stderr)
+        return 1

@@ -153,6 +153,27 @@ class ProfileConfig:
                                   if k not in POST_FIELDS})
 
 
+#: Peak-memory model of :func:`run_profiles` (as :data:`gated_hmoe.experiments.e1_rates.MEMORY_PER_SAMPLE`):
+#: ``MEMORY_BASE`` bytes, plus ``MEMORY_PER_SAMPLE`` bytes per replicate and drawn sample
+#: (``n_max`` or ``n``: the draws, the two starts' planar copies of the loop), plus
+#: ``MEMORY_PER_RECORD`` bytes per replicate and grid point (the stored profiles).
+#: Calibrated by measuring the peak resident memory of ``profile`` runs
+#: (``scripts/calibrate_memory.py``, 2 CPU cores, SiLU, 2 offsets: 484 MiB at 2 replicates x
+#: 100 samples, 822 MiB at 16 x 1e5, giving 484 MiB and 221 B per sample; rounded up below).
+#: The per-record term was not measured here: it is E1 rates' 75 kB per replicate and grid
+#: point (:data:`gated_hmoe.experiments.e1_rates.MEMORY_PER_RECORD`).
+MEMORY_BASE: int = 500 * 2**20
+MEMORY_PER_SAMPLE: float = 230.0
+MEMORY_PER_RECORD: float = 75_000.0
+
+
+def peak_bytes(config: ProfileConfig) -> int:
+    """Estimated peak memory of :func:`run_profiles` for ``config`` in bytes."""
+    n = config.n_max if config.sweep == "n" else config.n
+    return int(MEMORY_BASE + MEMORY_PER_SAMPLE * config.replicates * n
+               + MEMORY_PER_RECORD * config.replicates * config.points)
+
+
 def fixed_design_identity(residual: np.ndarray, xi: np.ndarray, n_over_nu: float) -> dict:
     r"""Both sides of the fixed-design identity (SPEC §5) for ``Delta = f_G - f_{G*}`` on a
     design of ``n`` points and standard normal ``xi``, with ``y = f_{G*} + sqrt(nu) xi``:
@@ -435,9 +456,16 @@ class ProfileSweep:
         e = self.excess()
         return np.where(np.all(np.isnan(e), -1), np.nan, np.nanmax(np.where(np.isnan(e), -np.inf, e), -1))
 
+    def slope_note(self) -> str | None:
+        """Why the radius has no slope (a grid of fewer than 2 points), else ``None``."""
+        if len(self.points) >= 2:
+            return None
+        return (f"no slope can be fitted: the grid has {len(self.points)} n/nu value, "
+                "a slope needs 2")
+
     def to_dict(self) -> dict:
         r, st = self.radii()
-        s = self.slope() if len(self.points) >= 2 else None
+        s = self.slope() if self.slope_note() is None else None
         return {"config": self.config.to_dict(), "cache_key": self.config.key(),
                 "versions": self.versions, "deltas": self.config.deltas().tolist(),
                 "grid": {"n": self.n.tolist(), "noise": [p["noise"] for p in self.points],
@@ -448,6 +476,7 @@ class ProfileSweep:
                                             for v in r[i]],
                             "radius_status": st[i].tolist()} for i, p in enumerate(self.points)],
                 "slopes": {"radius": None if s is None else s.to_dict()},
+                "slope_note": self.slope_note(),
                 "seconds": self.seconds}
 
 
@@ -492,7 +521,7 @@ def run_profiles(config: ProfileConfig, *, cache_dir=None, progress: bool = True
         cache_dir=cache_dir, progress=progress)
 
 
-__all__ = ["check_offsets", "offset_grid", "point_record", "AGREEMENT_FACTOR", "BANDS", "CALIBRATION", "CHAPTER_OFFSETS", "CALIBRATION_SEEDS", "CHAPTER_SIZES", "HELD_OUT_SEED", "POST_FIELDS",
+__all__ = ["MEMORY_BASE", "MEMORY_PER_RECORD", "MEMORY_PER_SAMPLE", "peak_bytes", "check_offsets", "offset_grid", "point_record", "AGREEMENT_FACTOR", "BANDS", "CALIBRATION", "CHAPTER_OFFSETS", "CALIBRATION_SEEDS", "CHAPTER_SIZES", "HELD_OUT_SEED", "POST_FIELDS",
            "band_from_calibration", "chapter_configs", "chapter_noise_configs",
            "interpolated_medians", "ProfileConfig", "ProfileSweep", "SWEEPS", "fixed_design_identity",
            "population_starts", "replicate_data", "run_point", "run_profiles", "sweep_points"]

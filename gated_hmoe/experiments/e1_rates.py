@@ -64,6 +64,11 @@ REPLICATE_FIELDS: tuple[str, ...] = METRICS + (
     "iterations", "converged", "failed")
 
 
+#: The most grid points a sweep may have (each one fits every replicate; the book's longest
+#: sweep has 17).
+MAX_POINTS: int = 10_000
+
+
 def check_sweep(cfg) -> None:
     """Check the sweep fields that E1's configurations share (``sweep``, ``n_min``, ``n_max``,
     ``noise`` or ``n``, ``noise_min``, ``noise_max``, ``points``, ``replicates``, ``seed``,
@@ -80,7 +85,9 @@ def check_sweep(cfg) -> None:
         hi = checks.real(cfg.noise_max, "noise_max", positive=True)
         if hi < lo:
             raise ValueError(f"noise_max must be >= noise_min, got {lo} and {hi}")
-    checks.positive_int(cfg.points, "points")
+    if checks.positive_int(cfg.points, "points") > MAX_POINTS:
+        raise ValueError(f"points must be <= {MAX_POINTS} (each grid point fits every "
+                         f"replicate), got {cfg.points}")
     checks.positive_int(cfg.replicates, "replicates")
     checks.positive_int(cfg.seed, "seed", minimum=0)
     checks.positive_int(cfg.max_iter, "max_iter")
@@ -172,15 +179,33 @@ class SweepConfig:
         if self.init == "split" and self.split_atom >= k_true - 1:
             raise ValueError(f"split_atom must index a non-pinned true atom (< {k_true - 1}), "
                              f"got {self.split_atom}")
-        xs = [n / nu for n, nu in self.grid()]
-        lo, hi = self.slope_range()
-        inside = [x for x in xs if (lo is None or x >= lo * (1 - 1e-9))
-                  and (hi is None or x <= hi * (1 + 1e-9))]
-        if len(inside) < 2:
+        if (self.fit_min is not None or self.fit_max is not None) and self.slope_count() < 2:
+            lo, hi = self.slope_range()     # a range asked for explicitly must hold a slope
+            xs = [float(f"{n / nu:.3g}") for n, nu in self.grid()]
             raise ValueError(f"the slope range (fit_min={lo}, fit_max={hi}) must hold at least 2 "
-                             f"of the grid's n/nu values (points={self.points}: "
-                             f"{[float(f'{x:.3g}') for x in xs]}), got {len(inside)}")
+                             f"of the grid's n/nu values (points={self.points}: {xs}), "
+                             f"got {self.slope_count()}")
         return self
+
+    def slope_count(self) -> int:
+        """How many grid points lie in the slope range (a slope needs 2; with the default
+        range and fewer, the sweep runs and reports its slopes as not computable)."""
+        lo, hi = self.slope_range()
+        return sum(1 for n, nu in self.grid() if (lo is None or n / nu >= lo * (1 - 1e-9))
+                   and (hi is None or n / nu <= hi * (1 + 1e-9)))
+
+    def slope_note(self) -> str | None:
+        """Why no slope can be fitted (fewer than 2 grid points in the slope range), else
+        ``None``."""
+        count, points = self.slope_count(), len(self.grid())
+        if count >= 2:
+            return None
+        if points < 2:
+            return f"no slope can be fitted: the grid has {points} n/nu value, a slope needs 2"
+        lo, hi = self.slope_range()
+        where = f"[{lo or 0:.3g}, {'inf' if hi is None else f'{hi:.3g}'}]"
+        return (f"no slope can be fitted: {count} of the grid's {points} n/nu values lie in "
+                f"the slope range {where} (fit_min, fit_max), a slope needs 2")
 
     def init_config(self) -> inits.InitConfig:
         """The declared initialisation."""
@@ -204,6 +229,34 @@ class SweepConfig:
         if lo is None and self.sweep == "noise":
             lo = NOISE_FIT_MIN
         return lo, self.fit_max
+
+
+# ------------------------------------------------------------------ memory
+
+#: Peak-memory model of :func:`run_sweep`, used to refuse sizes the machine cannot hold
+#: before any work: ``MEMORY_BASE`` bytes (Python, JAX, the compiled loop), plus
+#: ``MEMORY_PER_SAMPLE`` bytes per fitted replicate (times ``starts`` for random
+#: multi-starts) and sample of the largest grid point at ``D = 1`` (the draws, their numpy
+#: copies and the padded planar layout of the loop; scaled by ``(D + 2) / 3``), plus
+#: ``MEMORY_PER_RECORD`` bytes per replicate and grid point (the stored records). Calibrated
+#: by measuring the peak resident memory of ``rates`` runs
+#: (``scripts/calibrate_memory.py``, 2 CPU cores, two host devices, sigmoid experts, k = 2:
+#: 412 MiB at 4 replicates x 100 samples, 714 MiB at 16 x 2e5, 1587 MiB at 4000 replicates
+#: on 4 grid points of <= 100 samples, giving 412 MiB, 99 B per sample and 75 kB per record;
+#: the values below are rounded up).
+MEMORY_BASE: int = 450 * 2**20
+MEMORY_PER_SAMPLE: float = 100.0
+MEMORY_PER_RECORD: float = 75_000.0
+
+
+def peak_bytes(config: SweepConfig) -> int:
+    """Estimated peak memory of :func:`run_sweep` for ``config`` in bytes (see
+    :data:`MEMORY_PER_SAMPLE`); an estimate for refusing impossible sizes, not a bound."""
+    fits = config.replicates * (config.starts if config.init == "random" else 1)
+    n = config.n_max if config.sweep == "n" else config.n
+    D = config.truth().beta1.shape[1]
+    return int(MEMORY_BASE + MEMORY_PER_SAMPLE * fits * n * (D + 2) / 3
+               + MEMORY_PER_RECORD * config.replicates * config.points)
 
 
 # ------------------------------------------------------------------ one grid point
@@ -266,11 +319,13 @@ def run_point(config: SweepConfig, n: int, nu: float, *, devices: int | None = N
 @dataclasses.dataclass
 class SweepResult:
     """Results of :func:`run_sweep`. ``points[i]["replicates"][r]`` holds each replicate's
-    losses and diagnostics; ``slopes`` maps a metric to its :class:`~gated_hmoe.estimation.rates.Slope`."""
+    losses and diagnostics; ``slopes`` maps a metric to its :class:`~gated_hmoe.estimation.rates.Slope`,
+    or to ``None`` when the grid has fewer than 2 points in the slope range
+    (:meth:`SweepConfig.slope_note` says why)."""
 
     config: SweepConfig
     points: list[dict]
-    slopes: dict[str, rates.Slope]
+    slopes: dict[str, rates.Slope | None]
     seconds: float
     versions: dict
 
@@ -320,7 +375,8 @@ class SweepResult:
                 "grid": {"n": [p["n"] for p in self.points],
                          "noise": [p["noise"] for p in self.points],
                          "effective_sample_size": [p["x"] for p in self.points]},
-                "slopes": {m: s.to_dict() for m, s in self.slopes.items()},
+                "slopes": {m: None if s is None else s.to_dict() for m, s in self.slopes.items()},
+                "slope_note": self.config.slope_note(),
                 "failures": self.failures(), "total_failures": int(sum(self.failures())),
                 "seconds": self.seconds, "points": self.points}
 
@@ -334,10 +390,12 @@ def upper_slopes(results: dict, *, metric: str = "worst_overfitted",
             for key, res in results.items()}
 
 
-def compute_slopes(config: SweepConfig, points: list[dict]) -> dict[str, rates.Slope]:
-    """Slopes of every defined metric against ``n / nu`` over the configured range."""
+def compute_slopes(config: SweepConfig, points: list[dict]) -> dict[str, rates.Slope | None]:
+    """Slopes of every defined metric against ``n / nu`` over the configured range; ``None``
+    for each when fewer than 2 grid points lie in the range (:meth:`SweepConfig.slope_note`)."""
     x = np.array([p["x"] for p in points])
     lo, hi = config.slope_range()
+    computable = config.slope_note() is None
     out = {}
     for m in METRICS:
         L = np.array([[r[m] for r in p["replicates"]] for p in points], float)
@@ -347,7 +405,7 @@ def compute_slopes(config: SweepConfig, points: list[dict]) -> dict[str, rates.S
             continue
         if m == "worst_singleton" and np.all(np.isnan(L)):
             continue
-        out[m] = rates.slope(x, L, x_min=lo, x_max=hi, seed=config.seed)   # validate(): >= 2 points
+        out[m] = rates.slope(x, L, x_min=lo, x_max=hi, seed=config.seed) if computable else None
     return out
 
 
@@ -608,9 +666,10 @@ def live_fit(*, expert: str, k: int, n: int, noise: float, spread: float, replic
             "truth": G, "expert": expert, "gate": gate}
 
 
-__all__ = ["CLASSES", "FADE_WEIGHT", "METRICS", "check_sweep", "sweep_grid", "NOISE_CELLS", "NOISE_FIT_MIN", "OVERLAP",
+__all__ = ["CLASSES", "FADE_WEIGHT", "MAX_POINTS", "MEMORY_BASE", "MEMORY_PER_RECORD",
+           "MEMORY_PER_SAMPLE", "METRICS", "check_sweep", "sweep_grid", "NOISE_CELLS", "NOISE_FIT_MIN", "OVERLAP",
            "REPLICATE_FIELDS", "SLOPE_ONLY_FIELDS", "SWEEPS", "SweepConfig", "SweepResult",
            "UPPER_FIT_MIN", "budget_rows", "compute_slopes", "format_budget_rows", "live_fit",
-           "longer_budget", "n_sweep_configs", "noise_sweep_configs", "plateau", "run_all",
+           "longer_budget", "n_sweep_configs", "noise_sweep_configs", "peak_bytes", "plateau", "run_all",
            "run_point", "run_sweep", "slope_rows", "sweep_overlap", "upper_slopes",
            "valley_profile"]

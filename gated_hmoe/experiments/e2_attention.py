@@ -67,7 +67,6 @@ class FitSweepConfig:
             raise ValueError(f"student_heads must exceed teacher_heads (a surplus head), got {sh} <= {th}")
         for name in ("n", "points", "replicates", "max_iter"):
             checks.positive_int(getattr(self, name), name)
-        checks.positive_int(self.points, "points", minimum=2)
         checks.positive_int(self.seed, "seed", minimum=0)
         checks.real(self.spread, "spread", positive=True)
         checks.real(self.rtol, "rtol", positive=True)
@@ -139,6 +138,25 @@ def compute(cfg: FitSweepConfig) -> dict:
             "seconds": time.perf_counter() - t_start}
 
 
+#: Peak-memory model of :func:`run_sweep`: ``MEMORY_BASE`` bytes, plus ``MEMORY_PER_SAMPLE``
+#: bytes per fitted sequence (all ``points x replicates`` fits run at once on ``n``
+#: sequences each), plus ``MEMORY_PER_RECORD`` bytes per replicate and grid point.
+#: Calibrated by measuring the peak resident memory of ``attention-fit`` runs
+#: (``scripts/calibrate_memory.py``, 2 CPU cores, MHSA: 498 MiB for 2 fits x 30 sequences,
+#: 3629 MiB for 16 fits x 5e4, giving 498 MiB and 4.1 kB per fitted sequence; rounded up
+#: below). The per-record term was not measured here: it is E1 rates' 75 kB per replicate
+#: and grid point (:data:`gated_hmoe.experiments.e1_rates.MEMORY_PER_RECORD`).
+MEMORY_BASE: int = 500 * 2**20
+MEMORY_PER_SAMPLE: float = 4200.0
+MEMORY_PER_RECORD: float = 75_000.0
+
+
+def peak_bytes(config: FitSweepConfig) -> int:
+    """Estimated peak memory of :func:`run_sweep` for ``config`` (one position) in bytes."""
+    fits = config.points * config.replicates
+    return int(MEMORY_BASE + MEMORY_PER_SAMPLE * fits * config.n + MEMORY_PER_RECORD * fits)
+
+
 @dataclasses.dataclass
 class FitSweepResult:
     """E2 sweep for one position: ``points[i]["replicates"][r]`` per replicate, slopes per metric."""
@@ -206,5 +224,6 @@ def live_fit(*, position: str, spread: float, n: int = 200, replicates: int = 4,
             f"V={r['V']:.3e}" for r in reps]
 
 
-__all__ = ["FIT_MIN", "METRICS", "FitSweepConfig", "FitSweepResult", "compute", "live_fit",
+__all__ = ["FIT_MIN", "MEMORY_BASE", "MEMORY_PER_RECORD", "MEMORY_PER_SAMPLE", "METRICS",
+           "peak_bytes", "FitSweepConfig", "FitSweepResult", "compute", "live_fit",
            "run_sweep"]

@@ -122,6 +122,27 @@ class AttentionProfileConfig:
                                      if k not in POST_FIELDS}})
 
 
+#: Peak-memory model of :func:`run_profiles`: ``MEMORY_BASE`` bytes, plus
+#: ``MEMORY_PER_SAMPLE`` bytes per replicate, drawn sequence and token (``n_max`` or ``n``
+#: sequences of ``n_tokens`` tokens), plus ``MEMORY_PER_RECORD`` bytes per replicate and grid
+#: point. Calibrated by measuring the peak resident memory of ``attention-profile`` runs
+#: (``scripts/calibrate_memory.py``, 2 CPU cores, ridge, noise sweep, 3 tokens, 2 offsets:
+#: 581 MiB at 1 replicate x 50 sequences, 3160 MiB at 4 x 1e4, giving 581 MiB and 22.5 kB
+#: per replicate, sequence and token; rounded up below). The per-record term was not
+#: measured here: it is E1 rates' 75 kB per replicate and grid point
+#: (:data:`gated_hmoe.experiments.e1_rates.MEMORY_PER_RECORD`).
+MEMORY_BASE: int = 600 * 2**20
+MEMORY_PER_SAMPLE: float = 23_000.0
+MEMORY_PER_RECORD: float = 75_000.0
+
+
+def peak_bytes(config: AttentionProfileConfig) -> int:
+    """Estimated peak memory of :func:`run_profiles` for ``config`` in bytes."""
+    n = config.n_max if config.sweep == "n" else config.n
+    return int(MEMORY_BASE + MEMORY_PER_SAMPLE * config.replicates * n * config.n_tokens
+               + MEMORY_PER_RECORD * config.replicates * config.points)
+
+
 def replicate_data(config: AttentionProfileConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per replicate the sequences ``x (R, n, N, d)``, standard normal noise
     ``xi (R, n, N, 1)`` and the teacher's outputs ``f (R, n, N, 1)``, ``n = n_max`` (n-sweep)
@@ -208,5 +229,6 @@ def run_profiles(config: AttentionProfileConfig, *, cache_dir=None, progress: bo
         cache_dir=cache_dir, progress=progress)
 
 
-__all__ = ["AttentionProfileConfig", "POST_FIELDS", "population_starts", "replicate_data",
+__all__ = ["AttentionProfileConfig", "MEMORY_BASE", "MEMORY_PER_RECORD", "MEMORY_PER_SAMPLE",
+           "POST_FIELDS", "peak_bytes", "population_starts", "replicate_data",
            "run_point", "run_profiles"]

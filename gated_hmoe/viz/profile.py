@@ -30,6 +30,7 @@ def excess_axes(ax, sweep, point: int = -1, *, colour=None):
                 label="replicates" if i == 0 else None)
     if not np.isfinite(e).any():
         ax.text(0.5, 0.5, "no certified constrained fit", transform=ax.transAxes, ha="center")
+        ax.set_xlim(d[0], d[-1])        # no curve to set the (log) range
     ax.axhline(sweep.config.c, color="0.2", ls="--", lw=1, label=f"threshold c = {sweep.config.c:.2f}")
     ax.set(xscale="log", yscale="log", xlabel="offset δ of the over-fitted pair",
            ylabel="profile excess ΔL_n(δ) / ν (drawn at 1e-3 if below)",
@@ -56,7 +57,7 @@ def radius_axes(ax, sweeps: dict, *, c: float | None = None, reference: float | 
         colour = _colour(sw)
         censored = np.mean(status == "censored", 1) >= 0.5
         ok = np.isfinite(med)                  # a median that is undetermined is not drawn
-        slope = sw.slope(c).label() if len(sw.points) >= 2 else "one point"
+        slope = sw.slope(c).label() if len(sw.points) >= 2 else "no slope (one point)"
         ax.plot(sw.x[ok], med[ok], "-", color=colour,
                 label=f"{label}: {slope}; certified {sw.certified_fraction():.0%}")
         ax.plot(sw.x[ok & ~censored], med[ok & ~censored], "o", color=colour)

@@ -35,7 +35,8 @@ def rate_figure(result, *, metrics=None, ax=None):
 
     ``result``: a :class:`gated_hmoe.experiments.e1_rates.SweepResult`. The legend states each
     fitted slope with its bootstrap 95% interval; the dotted lines are the fitted laws over
-    the slope range. Returns ``(fig, ax)``.
+    the slope range (a metric without a slope, ``None``, is drawn with "no slope").
+    Returns ``(fig, ax)``.
     """
     cfg = result.config
     if ax is None:
@@ -54,8 +55,10 @@ def rate_figure(result, *, metrics=None, ax=None):
         med = np.median(L, axis=1)
         q1, q3 = np.quantile(L, 0.25, axis=1), np.quantile(L, 0.75, axis=1)
         ax.plot(x, med, color=colour, marker=style["marker"], linestyle=style["linestyle"],
-                label=f"{style['label']}: {s.label()}")
+                label=f"{style['label']}: " + ("no slope" if s is None else s.label()))
         ax.fill_between(x, q1, q3, color=colour, alpha=0.12, linewidth=0)
+        if s is None:                   # fewer than 2 grid points in the slope range
+            continue
         xs = np.array(s.x)
         ax.plot(xs, np.exp(s.intercept) * xs ** s.slope, color="0.3", linewidth=0.8,
                 linestyle=":")
