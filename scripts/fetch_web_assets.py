@@ -104,7 +104,7 @@ def _tarball(asset: Asset, cache: Path) -> Path:
             "registry once (Debian/Ubuntu: apt-get install -y npm)."
         )
     proc = subprocess.run(
-        [npm, "pack", asset.spec, "--pack-destination", str(cache), "--json", "--silent"],
+        [npm, "pack", asset.spec, "--pack-destination", str(cache), "--json"],
         capture_output=True, text=True, check=False,
     )
     if proc.returncode != 0:
