@@ -3,9 +3,10 @@
 A small, dependency-free client: Chromium is started with ``--remote-debugging-pipe`` and
 speaks JSON messages (separated by NUL bytes) on file descriptors 3 (commands in) and 4
 (replies and events out). :class:`Browser` opens one tab, serves nothing itself, and lets
-requests through only to the local HTTP server of :func:`serve` (127.0.0.1); every other
-request is failed and recorded (``Page.blocked``), and Chromium's resolver maps every other
-host to nothing as well (``--host-resolver-rules``).
+requests through only to the local HTTP server of :func:`serve` (127.0.0.1) and to local
+files (``file://``, as a reader opens the book); every other request is failed and recorded
+(``Page.blocked``), and Chromium's resolver maps every other host to nothing as well
+(``--host-resolver-rules``).
 
 Per page it records what a reader's browser would show as broken: console errors and
 uncaught exceptions, failed requests and HTTP errors, and the bytes transferred (the page's
@@ -203,7 +204,7 @@ class Browser:
         if method == "Fetch.requestPaused":
             url = params["request"]["url"]
             parts = urlsplit(url)
-            if parts.scheme in ("data", "blob") or (
+            if parts.scheme in ("data", "blob", "file") or (
                     parts.scheme == "http" and parts.hostname in LOCAL_HOSTS):
                 self._send("Fetch.continueRequest", {"requestId": params["requestId"]},
                            self.session)

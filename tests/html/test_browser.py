@@ -1,7 +1,7 @@
 """Every page of the built book, opened in headless Chromium with the network off.
 
 The book is served from 127.0.0.1 and every request to another host is refused and
-recorded. Each page must then show what a reader expects offline:
+recorded; the start page and the chapters are also opened from disk (``file://``). Each page must then show what a reader expects offline:
 
 - math typeset: each Sphinx math element holds MathJax output (``mjx-container``) and no
   raw ``\\(``, ``\\[``, ``$$`` or ``\\begin{`` is left in the visible text (code excluded);
@@ -173,14 +173,15 @@ REFRESH = re.compile(r"""<meta\s+http-equiv=["']refresh["']\s+content=["']\d+;\s
                      re.IGNORECASE)
 
 
-def check_page(browser: Browser, url: str, stem: str, html: str = "") -> tuple[dict, list[str]]:
+def check_page(browser: Browser, url: str, stem: str, html: str = "",
+               screenshots: bool = True) -> tuple[dict, list[str]]:
     """Load ``url`` (whose source is ``html``), check the page it lands on (a meta refresh is
     followed), exercise its explorers, screenshot it; (record, problems)."""
     redirect = REFRESH.search(html)
     page = browser.open(url, lands_on=urljoin(url, redirect.group(1)) if redirect else None)
     state = browser.evaluate(PAGE_STATE, timeout=60)
     explorer_results, problems = exercise_explorers(browser)
-    shots = shoot(browser, stem, state["explorers"])
+    shots = shoot(browser, stem, state["explorers"]) if screenshots else []
     browser.settle(0.05)  # events that arrived meanwhile
     if state["math"] and not state["mjx"]:
         problems.append(f"{state['math']} math elements and no MathJax output "
@@ -245,6 +246,19 @@ def test_page_offline(browser, book, page):
                                   page.read_text(encoding="utf-8"))
     records.append(record)
     assert not problems, f"{rel}:\n  " + "\n  ".join(problems)
+
+
+#: What a reader opens from disk (README): the start page and the chapters.
+READER_PAGES = [p for p in PAGES if p.name == "index.html" or p.parent.name == "chapters"]
+
+
+@pytest.mark.parametrize("page", READER_PAGES, ids=lambda p: str(p.relative_to(HTML)))
+def test_page_offline_from_disk(browser, book, page):
+    """The same checks with the page opened as a file (``file://``), as the README says."""
+    rel = page.relative_to(HTML).as_posix()
+    _, problems = check_page(browser, page.resolve().as_uri(), rel, page.read_text(encoding="utf-8"),
+                             screenshots=False)
+    assert not problems, f"{page.as_uri()}:\n  " + "\n  ".join(problems)
 
 
 # -- the checker itself, on small pages made here ------------------------------------------
