@@ -112,7 +112,7 @@ class Browser:
             "--disable-default-apps", "--disable-domain-reliability", "--metrics-recording-only",
             "--disable-features=Translate,MediaRouter,OptimizationHints,AutofillServerCommunication",
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            "--hide-scrollbars", "--mute-audio", f"--window-size={width},{height}",
+            "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio", f"--window-size={width},{height}",
             f"--user-data-dir={self._profile}", "--remote-debugging-pipe", "about:blank",
         ]
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
