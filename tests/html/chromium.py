@@ -82,7 +82,7 @@ class Page:
     failed: list[str] = field(default_factory=list)  # failed loads and HTTP errors
     bytes: int = 0  # encoded bytes received, all resources of the page
     requests: int = 0
-    _sizes: dict = field(default_factory=dict, repr=False)
+    inflight: set = field(default_factory=set, repr=False)  # request ids not finished yet
 
 
 class Browser:
@@ -193,6 +193,20 @@ class Browser:
                 raise CDPError(f"timed out after {timeout} s waiting for {what}")
             self._pump(min(0.1, deadline - time.monotonic()))
 
+    def idle(self, quiet: float = 0.25, timeout: float = 10.0) -> None:
+        """Wait until the page has had no request in flight for ``quiet`` seconds."""
+        deadline = time.monotonic() + timeout
+        calm_since = None
+        while time.monotonic() < deadline:
+            if self.page is not None and self.page.inflight:
+                calm_since = None
+            elif calm_since is None:
+                calm_since = time.monotonic()
+            elif time.monotonic() - calm_since >= quiet:
+                return
+            self._pump(0.05)
+        raise CDPError(f"requests still in flight after {timeout} s: {len(self.page.inflight)}")
+
     def settle(self, seconds: float) -> None:
         """Handle the events that arrive within ``seconds``."""
         deadline = time.monotonic() + seconds
@@ -234,16 +248,21 @@ class Browser:
             page.console_errors.append(f"{entry.get('source', 'log')}: {entry['text']} "
                                        f"{entry.get('url', '')}".rstrip())
         elif method == "Network.requestWillBeSent":
-            page.requests += 1
+            if params["requestId"] not in page.inflight:  # not a redirect of one counted
+                page.requests += 1
+            page.inflight.add(params["requestId"])
         elif method == "Network.responseReceived":
             status = params["response"]["status"]
             if status >= 400 and not _browser_request(params["response"]["url"]):
                 page.failed.append(f"HTTP {status}: {params['response']['url']}")
         elif method == "Network.loadingFinished":
             page.bytes += int(params.get("encodedDataLength", 0))
-        elif method == "Network.loadingFailed" and not params.get("canceled"):
-            page.failed.append(f"{params.get('errorText', 'failed')}: request "
-                               f"{params['requestId']} ({params.get('type', '')})")
+            page.inflight.discard(params["requestId"])
+        elif method == "Network.loadingFailed":
+            page.inflight.discard(params["requestId"])
+            if not params.get("canceled"):
+                page.failed.append(f"{params.get('errorText', 'failed')}: request "
+                                   f"{params['requestId']} ({params.get('type', '')})")
 
     # -- pages -----------------------------------------------------------------------------
     def open(self, url: str, timeout: float = 60.0, lands_on: str | None = None) -> Page:

@@ -182,7 +182,7 @@ def check_page(browser: Browser, url: str, stem: str, html: str = "",
     state = browser.evaluate(PAGE_STATE, timeout=60)
     explorer_results, problems = exercise_explorers(browser)
     shots = shoot(browser, stem, state["explorers"]) if screenshots else []
-    browser.settle(0.05)  # events that arrived meanwhile
+    browser.idle()  # every request of the page finished: its weight is complete
     if state["math"] and not state["mjx"]:
         problems.append(f"{state['math']} math elements and no MathJax output "
                         f"(MathJax loaded: {state['mathjax']})")
