@@ -251,3 +251,30 @@ def test_connected_radius_is_that_of_the_first_component(excess, expected):
         assert math.isnan(r)
     else:
         assert r == pytest.approx(expected[1], rel=1e-12)
+
+
+class _TwoBasins:
+    """A stub profile problem: a fit started at psi >= 0.5, or at any offset >= 1, reaches the
+    good basin (ssr = delta^2); a fit started below 0.5 at a small offset stalls 1 above it."""
+
+    R, q, p, split = 2, 1, 2, 0.5
+
+    def fit(self, psi0, delta):
+        good = (psi0[:, 0] >= 0.5) | (delta >= 1.0)
+        psi = np.where(good, 1.0, 0.0)[:, None]
+        ssr = delta ** 2 + np.where(good, 0.0, 1.0)
+        theta = np.concatenate([psi, np.full_like(psi, delta)], 1)
+        return profile.PairFits(psi, theta, ssr, np.zeros(len(ssr)), np.ones(len(ssr), bool))
+
+    def polish(self, theta):
+        return np.full(len(theta), 0.0)
+
+
+def test_backward_pass_rescues_offsets_stalled_from_below():
+    deltas = np.array([0.1, 0.3, 1.0, 2.0])
+    starts = np.zeros((4, 1))
+    fwd = profile.profile(_TwoBasins(), deltas=deltas, starts=starts, nu=1.0)
+    both = profile.profile(_TwoBasins(), deltas=deltas, starts=starts, nu=1.0, backward=True)
+    np.testing.assert_allclose(fwd.ssr[:, :2], np.tile(deltas[:2] ** 2 + 1.0, (2, 1)))  # stalled
+    np.testing.assert_allclose(both.ssr, np.tile(deltas ** 2, (2, 1)))    # rescued from above
+    assert np.all(both.ssr <= fwd.ssr)

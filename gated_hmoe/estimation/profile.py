@@ -251,7 +251,8 @@ class MoEPairProblem:
 
 
 def profile(problem, *, deltas: Float[ArrayLike, " K"], starts: Float[ArrayLike, "K q"],
-            nu: float, c: float = CHI2_95, connected: bool = False) -> Profile:
+            nu: float, c: float = CHI2_95, connected: bool = False,
+            backward: bool = False) -> Profile:
     """The profile excess loss and the resolvable radius of ``problem.R`` data sets.
 
     ``problem`` supplies ``R``, ``q``, ``p`` (the number of free parameters), ``split``,
@@ -265,6 +266,10 @@ def profile(problem, *, deltas: Float[ArrayLike, " K"], starts: Float[ArrayLike,
     fit is kept. The reference ``min_G L_n`` is the smallest certified value, lowered by the
     polish from the best constrained measure when that finds a smaller residual.
     ``connected``: the radius of the set's first component (:func:`radius`).
+    ``backward``: then visit the offsets once more in decreasing order, refitting each data
+    set from its kept solution at the next larger offset, and keep that fit where it is
+    certified and lower (a constrained fit near a merging pair can stall above its minimum
+    when started only from below; continuation from both sides catches it).
     """
     nu = checks.real(nu, "nu", positive=True)
     c = checks.real(c, "c", positive=True)
@@ -275,6 +280,7 @@ def profile(problem, *, deltas: Float[ArrayLike, " K"], starts: Float[ArrayLike,
     starts = checks.finite_array(starts, "starts", shape=(K, q))
     ssr = np.full((R, K), np.nan)
     theta = np.full((R, K, problem.p), np.nan)
+    kept = np.zeros((R, K, q))
     prev = None
     for k, delta in enumerate(d):
         shared = np.broadcast_to(starts[k], (R, q))
@@ -287,6 +293,20 @@ def profile(problem, *, deltas: Float[ArrayLike, " K"], starts: Float[ArrayLike,
         ssr[ok, k] = fits.ssr[rows[ok]]
         theta[ok, k] = fits.theta[rows[ok]]
         prev = np.where(ok[:, None], fits.psi[rows], cont)
+        kept[:, k] = prev
+    if backward:
+        for k in range(K - 2, -1, -1):
+            # two starts per data set: its solutions one and two offsets further out
+            fits = problem.fit(np.concatenate([kept[:, k + 1], kept[:, min(k + 2, K - 1)]]),
+                               float(d[k]))
+            value = np.where(fits.certified, fits.ssr, np.inf).reshape(2, R)
+            best = np.argmin(value, 0)
+            rows = best * R + np.arange(R)
+            better = value[best, np.arange(R)] < np.where(np.isfinite(ssr[:, k]), ssr[:, k],
+                                                          np.inf)
+            ssr[better, k] = fits.ssr[rows[better]]
+            theta[better, k] = fits.theta[rows[better]]
+            kept[better, k] = fits.psi[rows[better]]
     certified = np.isfinite(ssr)
     ssr_min = np.min(np.where(certified, ssr, np.inf), axis=1)
     have = np.isfinite(ssr_min)

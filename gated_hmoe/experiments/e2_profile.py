@@ -15,7 +15,9 @@ use the first ``n``) and ``sweep="noise"`` (``n`` fixed, ``nu`` log-spaced, one 
 noise draw per replicate). Starts (declared): at each offset, the population minimiser at
 the same offset -- the constrained fit to ``pop_n`` noiseless sequences, continued from the
 teacher (:func:`population_starts`, cached) -- and the replicate's own solution at the
-previous offset.
+previous offset; with ``backward`` (the default) a second pass in decreasing offsets restarts
+each offset from the solutions one and two offsets further out and keeps a lower certified
+fit (:func:`gated_hmoe.estimation.profile.profile`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class AttentionProfileConfig:
     """Everything that determines an attention profile sweep's numbers (hashed for the cache).
 
     ``position``: one of :data:`gated_hmoe.models.heads.LAYER_POSITIONS`; ``n_tokens``: the
-    sequence length ``N``; ``pop_n``: noiseless sequences of the population starts; the
+    sequence length ``N``; ``pop_n``: noiseless sequences of the population starts;
+    ``backward``: the decreasing continuation pass; the
     other fields as in :class:`gated_hmoe.experiments.e1_profile.ProfileConfig` (teacher
     head 0 is the one split).
     """
@@ -66,6 +69,7 @@ class AttentionProfileConfig:
     rtol: float = 1e-2
     n_tokens: int = 3
     pop_n: int = 512
+    backward: bool = True
 
     def validate(self) -> "AttentionProfileConfig":
         """Check every field; raise ``ValueError``/``TypeError`` naming it. Returns ``self``."""
@@ -78,6 +82,8 @@ class AttentionProfileConfig:
             raise ValueError(f"split must be in (0, 1), got {split!r}")
         checks.positive_int(self.n_tokens, "n_tokens", minimum=3)
         checks.positive_int(self.pop_n, "pop_n")
+        if not isinstance(self.backward, bool):
+            raise TypeError(f"backward must be a bool, got {type(self.backward).__name__}")
         e1_profile.check_offsets(self.offsets)
         return self
 
@@ -211,7 +217,7 @@ def run_point(config: AttentionProfileConfig, n: int, nu: float, *, starts: np.n
                                                 max_iter=config.max_iter, rtol=config.rtol,
                                                 polish_iter=config.max_iter)
     prof = profile.profile(problem, deltas=config.deltas(), starts=starts, nu=nu, c=config.c,
-                           connected=config.connected)
+                           connected=config.connected, backward=config.backward)
     ssr_true = np.sum((y - f) ** 2, axis=(1, 2, 3))
     return e1_profile.point_record(n, nu, prof, ssr_true, time.perf_counter() - t0)
 
