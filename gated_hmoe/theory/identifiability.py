@@ -51,7 +51,7 @@ import numpy as np
 import sympy as sp
 
 from gated_hmoe import checks
-from gated_hmoe.models import moe
+from gated_hmoe.models import heads, moe
 from gated_hmoe.theory import symbolic
 
 #: Expert classes of the numerical rank test (the model's: :data:`gated_hmoe.models.moe.EXPERTS`).
@@ -750,8 +750,6 @@ def position_rank(position: str, order: int = 2) -> RankResult:
     >>> position_rank("MHSA").rank, position_rank("G2-tied").rank
     (4, 9)
     """
-    from gated_hmoe.models import heads
-
     heads.check_layer_position(position)
     return family_rank(LEAF_EXPERT[heads.LEAF_CLASS[position]], order)
 
