@@ -51,7 +51,7 @@ import numpy as np
 import sympy as sp
 
 from gated_hmoe import checks
-from gated_hmoe.models import moe
+from gated_hmoe.models import heads, moe
 from gated_hmoe.theory import symbolic
 
 #: Expert classes of the numerical rank test (the model's: :data:`gated_hmoe.models.moe.EXPERTS`).
@@ -88,7 +88,7 @@ def _activation(expert: str, z: sp.Expr) -> sp.Expr:
         return symbolic.sigmoid(z)
     if expert == "silu":
         return symbolic.silu(z)
-    return sp.Function("s")(z)  # "generic": an undefined smooth function
+    return sp.Function("varphi")(z)  # "generic": an undefined smooth function
 
 
 def is_zero(expr: sp.Expr) -> bool:
@@ -655,3 +655,206 @@ def kl_monte_carlo(expert: str, G: moe.MixingMeasure, G_prime: moe.MixingMeasure
     exact = moe.population_sq_distance(G, G_prime, expert=expert,
                                        quad_points=QUAD_POINTS) / (2 * nu)
     return MonteCarloKL(float(llr.mean()), float(llr.std(ddof=1) / math.sqrt(samples)), exact)
+
+
+# ---------------------------------------------------------------------------------------
+# The rank test for any leaf, and for the leaf of every attention gate position
+# ---------------------------------------------------------------------------------------
+
+def expression_rank(h: sp.Expr, x: sp.Symbol, params: Any, values: dict[str, float], *,
+                    order: int = 2, grid: Any = None, rtol: float = 1e-10,
+                    dps: int | None = None) -> RankResult:
+    r"""Rank test P4 for an arbitrary leaf ``h(x; params)`` under the gate :math:`e^{\beta x}`.
+
+    Builds :math:`u = e^{\beta x} h`, all partial derivatives of ``u`` in
+    ``(beta, *params)`` up to ``order`` (``u`` included), evaluates them at ``values``
+    (a number for every parameter name, and for ``beta``; default
+    ``beta = DEFAULT_VALUES["beta"]``) on ``grid`` and returns their numerical rank as
+    :func:`family_rank` does (``dps=None``: float64; else mpmath with ``dps`` digits,
+    values rounded to rationals with denominators up to 1000). The result's ``expert`` is
+    ``str(h)`` and its ``gate`` is ``"affine"``.
+
+    >>> x, t, c = sp.symbols("x t c", real=True)
+    >>> expression_rank(c * x, x, (c,), {"c": 1.3}, order=2).rank   # a linear leaf
+    3
+    """
+    if not isinstance(h, sp.Expr):
+        raise TypeError(f"h must be a sympy expression, got {type(h).__name__}")
+    if not isinstance(x, sp.Symbol):
+        raise TypeError(f"x must be a sympy Symbol, got {type(x).__name__}")
+    params = tuple(params)
+    if not params or not all(isinstance(p, sp.Symbol) for p in params):
+        raise TypeError("params must be a non-empty sequence of sympy Symbols")
+    beta = sp.Symbol("beta", real=True)
+    if beta in params or x in params:
+        raise ValueError("params must not contain x or the gate slope 'beta'")
+    if not isinstance(values, dict):
+        raise TypeError(f"values must be a dict of parameter name -> number, got {type(values).__name__}")
+    vals = {"beta": DEFAULT_VALUES["beta"], **{k: checks.real(v, f"values[{k!r}]")
+                                                for k, v in values.items()}}
+    missing = [p.name for p in params if p.name not in vals]
+    if missing:
+        raise ValueError(f"values must give a number for every parameter; missing {missing}")
+    order = checks.positive_int(order, "order", minimum=0)
+    rtol = _check_rtol(rtol)
+    grid = default_grid() if grid is None else _check_grid(grid)
+    u = sp.exp(beta * x) * h
+    all_params = (beta,) + params
+    funcs, labels = [], []
+    cache: dict[tuple[sp.Symbol, ...], sp.Expr] = {(): u}
+    for k in range(order + 1):
+        for combo in itertools.combinations_with_replacement(all_params, k):
+            if combo not in cache:
+                cache[combo] = sp.diff(cache[combo[:-1]], combo[-1])
+            funcs.append(cache[combo])
+            labels.append(_label(combo))
+    fam = DerivativeFamily(tuple(funcs), tuple(labels), x, all_params)
+    subs = {p: vals[p.name] for p in all_params}
+    if dps is None:
+        cols = [np.broadcast_to(np.asarray(sp.lambdify(x, f.subs(subs), "numpy")(grid),
+                                           dtype=np.float64), grid.shape) for f in funcs]
+        spec = _log10_spectrum(np.linalg.svd(np.stack(cols, axis=1), compute_uv=False))
+    else:
+        import mpmath
+
+        dps = checks.positive_int(dps, "dps", minimum=16)
+        rational = {p: sp.Rational(vals[p.name]).limit_denominator(1000) for p in all_params}
+        with mpmath.workdps(dps):
+            pts = [mpmath.mpf(sp.Rational(float(g)).limit_denominator(10**6).p)
+                   / sp.Rational(float(g)).limit_denominator(10**6).q for g in grid]
+            M = mpmath.matrix(len(pts), len(funcs))
+            for j, f in enumerate(funcs):
+                fn = sp.lambdify(x, f.subs(rational), "mpmath")
+                for i, xi in enumerate(pts):
+                    M[i, j] = fn(xi)
+            sv = sorted((abs(v) for v in mpmath.svd_r(M, compute_uv=False)), reverse=True)
+            spec = np.array([float(mpmath.log10(v / sv[0])) if v > 0 else -np.inf for v in sv])
+    rank = int(np.count_nonzero(spec > np.log10(rtol)))
+    return RankResult(str(h), "affine", order, len(fam.functions), rank, spec, rtol, dps)
+
+
+#: Rank-test expert class of the leaf of each attention layer class of
+#: :data:`gated_hmoe.models.heads.LAYER_POSITIONS` (read from ``heads.LEAF_CLASS``).
+LEAF_EXPERT: dict[str, str] = {"linear": "linear", "GLU": "glu", "ridge (SiLU)": "silu"}
+
+
+def position_rank(position: str, order: int = 2) -> RankResult:
+    r"""Rank test P4 for the leaf of one attention layer class (one input dimension).
+
+    The leaf class is :data:`gated_hmoe.models.heads.LEAF_CLASS` ``[position]``: linear
+    :math:`a x + b` (MHSA, G3, G4, G5), GLU :math:`\sigma(t x + t_0)(c x + c_0)` (literal
+    G1, G1 headwise, G2: linear in the value weights) or the SiLU ridge
+    :math:`\mathrm{SiLU}(a x + b)` (G2 tied to the values, value activation); the family
+    is :func:`family_rank` of that class.
+
+    >>> position_rank("MHSA").rank, position_rank("G2-tied").rank
+    (4, 9)
+    """
+    heads.check_layer_position(position)
+    return family_rank(LEAF_EXPERT[heads.LEAF_CLASS[position]], order)
+
+
+# ---------------------------------------------------------------------------------------
+# Le Cam's two-point bound along the split family, computed
+# ---------------------------------------------------------------------------------------
+
+class LeCamTwoPoint(NamedTuple):
+    r"""Le Cam's two-point lower bound for the half-separation of an over-fitted pair.
+
+    The two points are :math:`G_0` (the true atom split with no offset: the truth itself)
+    and :math:`G_\delta` (:func:`gated_hmoe.models.moe.valley_measure` at offset
+    :math:`\delta`); the functional is :math:`T(G) = \|\eta_1 - \eta_2\|/2`, half the
+    separation of the pair, so :math:`T(G_0) = 0`, :math:`T(G_\delta) = \delta\|v\|/2`.
+    ``deltas``: the grid of offsets searched; ``l2[i]`` :math:`= \|f_{G_{\delta_i}} -
+    f_{G^*}\|_{L^2(\mu)}`. Per sample size ``ns[k]``: the best offset ``best_delta[k]``,
+    its ``kl[k]`` :math:`= n\,\|f_{G_\delta} - f_{G^*}\|^2/(2\nu)`, and
+    ``bound[k]`` :math:`= \max_\delta \tfrac12 T(G_\delta)\,(1 - \min(1, \sqrt{\mathrm{KL}/2}))`.
+    """
+
+    expert: str
+    nu: float
+    ns: np.ndarray
+    deltas: np.ndarray
+    l2: np.ndarray
+    half_separation: np.ndarray
+    best_delta: np.ndarray
+    kl: np.ndarray
+    bound: np.ndarray
+
+
+def le_cam_two_point(expert: str, ns: Any, *, nu: float = 1e-6, delta_max: float = 1.0,
+                     n_deltas: int = 161, p: float = 0.3,
+                     direction: Any = (1.0, -0.5)) -> LeCamTwoPoint:
+    r"""Le Cam's two-point bound along the split family of ``moe.default_truth(expert)``.
+
+    For every estimator :math:`\hat T` of :math:`T(G) = \|\eta_1 - \eta_2\|/2` (the
+    over-fitted pair's half-separation) and each :math:`n` in ``ns``,
+    :math:`\max_{G \in \{G_0, G_\delta\}} \mathbb{E}_G|\hat T - T(G)| \ge
+    \tfrac12 T(G_\delta)\,(1 - \mathrm{TV}(P^n_{G_0}, P^n_{G_\delta}))`, with
+    :math:`\mathrm{TV} \le \sqrt{\mathrm{KL}/2}` (Pinsker) and the Gaussian identity
+    :math:`\mathrm{KL} = n\|f_{G_\delta} - f_{G^*}\|^2_{L^2(\mu)}/(2\nu)`. The bound is
+    maximised over ``n_deltas`` log-spaced offsets in :math:`[10^{-4}\delta_{\max},
+    \delta_{\max}]` (the parameter set is compact: offsets up to ``delta_max``).
+
+    Linear and GLU leaves: the KL is zero (round-off) at every offset, so the bound is
+    :math:`\delta_{\max}\|v\|/4` at every ``n``. Ridge leaves:
+    :math:`\|f_{G_\delta} - f_{G^*}\| \approx C\delta^2`, so the best offset is
+    :math:`\asymp (\nu/n)^{1/4}` and so is the bound.
+
+    >>> lc = le_cam_two_point("linear", [1e3, 1e6])
+    >>> bool(np.allclose(lc.bound, lc.bound[0])), bool(lc.kl.max() < 1e-9)
+    (True, True)
+    """
+    checks.choice(expert, "expert", EXPERTS)
+    ns = checks.finite_array(ns, "ns", ndim=1).astype(np.float64)
+    if ns.size == 0 or np.any(ns < 1):
+        raise ValueError("ns must be a non-empty 1-d array of sample sizes >= 1")
+    nu = checks.real(nu, "nu", positive=True)
+    delta_max = checks.real(delta_max, "delta_max", positive=True)
+    n_deltas = checks.positive_int(n_deltas, "n_deltas", minimum=2)
+    v = checks.finite_array(direction, "direction", shape=(2,)).astype(float)
+    deltas = np.logspace(np.log10(delta_max) - 4.0, np.log10(delta_max), n_deltas)
+    l2 = valley_curve(expert, deltas, p=p, direction=v).l2
+    half_sep = deltas * float(np.linalg.norm(v)) / 2.0
+    kl = ns[:, None] * l2[None, :] ** 2 / (2.0 * nu)                 # (len(ns), n_deltas)
+    tv = np.minimum(1.0, np.sqrt(kl / 2.0))
+    value = 0.5 * half_sep[None, :] * (1.0 - tv)
+    best = np.argmax(value, axis=1)
+    rows = np.arange(ns.size)
+    return LeCamTwoPoint(expert, nu, ns, deltas, l2, half_sep, deltas[best], kl[rows, best],
+                         value[rows, best])
+
+
+def valley_contact_constant(expert: str, *, p: float = 0.3,
+                            direction: Any = (1.0, -0.5)) -> float:
+    r"""The constant :math:`C` of :math:`\|f_{G_\delta} - f_{G^*}\|_{L^2(\mu)} = C\delta^2 + O(\delta^3)`.
+
+    Derived by Taylor expansion: the denominator of the softmax does not move along the
+    split family, so :math:`f_{G_\delta} - f_{G^*} = \pi^*_1(x)\,[p\,h(\eta^* + (1-p)\delta
+    v) + (1-p)\,h(\eta^* - p\delta v) - h(\eta^*)]` and the bracket is
+    :math:`\tfrac12 p(1-p)\delta^2 (v^\top\nabla_\eta)^2 h(x;\eta^*) + O(\delta^3)`. Hence
+    :math:`C = \tfrac12 p(1-p)\,\|\pi^*_1\,(v^\top\nabla_\eta)^2 h(\cdot;\eta^*)\|_{L^2(\mu)}`,
+    computed here with sympy (the second directional derivative) and Gauss-Legendre
+    quadrature. Zero for linear and GLU leaves (linear in the value parameters).
+    """
+    checks.choice(expert, "expert", EXPERTS)
+    p = checks.real(p, "p")
+    if not 0 < p < 1:
+        raise ValueError(f"p must be in (0, 1), got {p!r}")
+    v = checks.finite_array(direction, "direction", shape=(2,)).astype(float)
+    truth = moe.default_truth(expert)
+    x, s = sp.Symbol("x", real=True), sp.Symbol("s", real=True)
+    eta = [float(e) for e in np.asarray(truth.expert)[0]]
+    if expert == "glu":
+        t, t0, c, c0 = eta
+        h = symbolic.sigmoid(t * x + t0) * ((c + s * v[0]) * x + (c0 + s * v[1]))
+    else:
+        a, b = eta
+        h = _activation(expert, (a + s * v[0]) * x + (b + s * v[1]))
+    h2 = sp.diff(h, s, 2).subs(s, 0)
+    nodes, weights = np.polynomial.legendre.leggauss(QUAD_POINTS)
+    vals = np.broadcast_to(np.asarray(sp.lambdify(x, h2, "numpy")(nodes), dtype=float),
+                           nodes.shape)
+    logits = np.asarray(truth.beta1)[:, 0][None, :] * nodes[:, None] + np.asarray(truth.beta0)
+    pi1 = np.exp(logits[:, 0] - np.logaddexp.reduce(logits, axis=1))
+    return 0.5 * p * (1 - p) * float(np.sqrt(np.sum(weights / 2.0 * (pi1 * vals) ** 2)))

@@ -6,8 +6,9 @@ their fields (duck typing):
 
 - a rank result has ``order``, ``rank``, ``n_functions``, ``rtol`` and ``log10_spectrum``
   (:math:`\log_{10}(s_i/s_1)`, descending, ``-inf`` for exact zeros);
-- a valley curve has ``expert``, ``deltas`` and ``l2``
-  (:math:`\|f_{G_\delta} - f_{G^*}\|_{L^2(\mu)}` along the split family).
+- a valley curve has ``expert``, ``deltas`` (the split steps :math:`\gamma`) and ``l2``
+  (:math:`\|f_{G_\gamma} - f_{G^*}\|_{L^2(\mu)}` along the split family);
+- a Le Cam result has ``expert``, ``ns``, ``nu`` and ``bound``.
 
 The "Explore" widget :func:`spectrum_explorer` receives the rank computation as a callback.
 """
@@ -121,7 +122,7 @@ def plot_valley(curves: Sequence[Any], *, d1: Any):
     ax.plot(curves[0].deltas, d1, "k--", lw=1, label=r"Voronoi loss $D_1$ (slope 2)")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel(r"split size $\delta$")
+    ax.set_xlabel(r"split step $\gamma$ (half-separation $\delta = \gamma\|v\|/2$)")
     ax.set_ylabel(r"distance (drawn at $10^{-18}$ if below)")
     ax.set_title("The exact-fit valley: split atoms, true mean expert")
     ax.legend(loc="center right", fontsize=7)
@@ -151,5 +152,31 @@ def spectrum_explorer(compute: Callable[[str, int], Any], *, experts: Sequence[s
                     value={"order": min(2, max_order)})
 
 
-__all__ = ["FLOOR", "LABELS", "ROUNDOFF", "plot_rank_vs_order", "plot_spectra", "plot_valley",
+__all__ = ["FLOOR", "LABELS", "ROUNDOFF", "plot_le_cam", "plot_rank_vs_order", "plot_spectra", "plot_valley",
            "spectrum_explorer"]
+
+
+def plot_le_cam(results: Sequence[Any], *, reference_slope: float = -0.25):
+    r"""Le Cam's two-point lower bound of each result against the sample size (log-log),
+    with a dotted reference line of slope ``reference_slope`` through the last point of
+    the last result whose bound is not constant. Returns ``(fig, ax)``."""
+    fig, ax = new_figure(1, width=5.6, height=3.8)
+    shrinking = None
+    for lc in results:
+        flat = bool(np.allclose(lc.bound, lc.bound[0], rtol=1e-6))
+        ax.plot(lc.ns, lc.bound, "s--" if flat else "o-", color=EXPERT_COLORS[lc.expert],
+                label=f"{LABELS[lc.expert]}" + (": constant in n" if flat else ""))
+        if not flat:
+            shrinking = lc
+    if shrinking is not None:
+        ns = np.asarray(shrinking.ns, float)
+        ax.plot(ns, shrinking.bound[-1] * (ns / ns[-1]) ** reference_slope, ":", color="grey",
+                label=f"slope {reference_slope:g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("sample size $n$")
+    ax.set_ylabel(r"lower bound on $\max_k\,\mathbb{E}|\hat T - T(G_k)|$")
+    ax.set_title(rf"Le Cam's two-point bound on the pair's half-separation ($\nu$ = {results[0].nu:g})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig, ax
