@@ -9,9 +9,12 @@ Run by hand (not in CI), in two steps:
    bytes (raw and gzip -9, what a web server sends) and the render time.
 2. ``PY -m ... load OUT [--chromium /usr/bin/chromium]`` with a Python that has Playwright
    (``pip install playwright``; no browser download needed with ``--chromium``): loads each
-   page in headless Chromium ``--repeat`` times from ``file://`` and prints the median time
-   to the load event and the median time from a control change to the new frame decoded.
-   ``load`` also takes built book pages (``_build/html/chapters/*.html``).
+   page in headless Chromium ``--repeat`` times and prints the median time to the load
+   event and the median time from a control change to the new frame decoded; from
+   ``file://``, or with ``--mbps M`` from a local HTTP server (uncompressed) through
+   Chromium's network emulation at M Mbit/s and 40 ms latency. It also checks that the change
+   swapped the frame and that the page logged no errors. ``load`` also takes built book
+   pages (``_build/html/chapters/*.html``; with ``--mbps``, ``--root _build/html``).
 
 Encodings: the palette PNG of :func:`gated_hmoe.viz.explorer.palette_png` at several dpi
 and palette sizes, the full-colour PNG, and matplotlib's SVG (each figure's own logic, the
@@ -39,18 +42,13 @@ def encoders():
 
     def png(dpi, colors):
         def encode(figs):
-            buf = io.BytesIO()
-            figs[0].savefig(buf, format="png", dpi=dpi, facecolor="white")
-            plt.close(figs[0])
-            data = buf.getvalue()
-            if colors:
-                data = ex.palette_png(data, colors)
+            data = ex.frame_png(figs, dpi=dpi, colors=colors)
             return "data:image/png;base64," + base64.b64encode(data).decode()
         return encode
 
     def svg(figs):
         buf = io.BytesIO()
-        figs[0].savefig(buf, format="svg", facecolor="white")
+        figs[0].savefig(buf, format="svg", facecolor="white", bbox_inches="tight")
         plt.close(figs[0])
         return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode()
 
@@ -83,8 +81,36 @@ def pages(out: Path) -> None:
     (out / "sizes.json").write_text(json.dumps(rows, indent=1))
 
 
-def load(paths: list[Path], chromium: str, repeat: int) -> None:
+def serve(root: Path):
+    """A local HTTP server for ``root`` in a thread; returns its base URL."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path == "/favicon.ico":        # the browser asks; not part of a page
+                self.send_response(204)
+                self.end_headers()
+                return
+            super().do_GET()
+
+    handler = functools.partial(Quiet, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_address[1]}/"
+
+
+def load(paths: list[Path], chromium: str, repeat: int, mbps: float | None = None,
+         root: Path | None = None) -> None:
     from playwright.sync_api import sync_playwright
+
+    if mbps is not None:
+        root = (root or paths[0].parent).resolve()
+        base = serve(root)
 
     swap_js = """async () => {
       const root = document.querySelector('div.gh-explorer');
@@ -107,7 +133,18 @@ def load(paths: list[Path], chromium: str, repeat: int) -> None:
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 page.on("console", lambda m: errors.append(m.text) if m.type == "error"
                         else None)
-                page.goto(path.resolve().as_uri(), wait_until="load")
+                if mbps is None:
+                    url = path.resolve().as_uri()
+                else:
+                    cdp = page.context.new_cdp_session(page)
+                    cdp.send("Network.enable")
+                    cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
+                    cdp.send("Network.emulateNetworkConditions", {
+                        "offline": False, "latency": 40,
+                        "downloadThroughput": mbps * 1e6 / 8,
+                        "uploadThroughput": mbps * 1e6 / 8})
+                    url = base + path.resolve().relative_to(root).as_posix()
+                page.goto(url, wait_until="load", timeout=120_000)
                 nav = page.evaluate("() => { const n = performance.getEntriesByType("
                                     "'navigation')[0]; return n.loadEventStart; }")
                 loads.append(nav)
@@ -117,7 +154,7 @@ def load(paths: list[Path], chromium: str, repeat: int) -> None:
                     swaps.append(ms)
                 page.close()
             print(json.dumps({
-                "page": path.name, "bytes": path.stat().st_size,
+                "page": path.name, "mbps": mbps, "bytes": path.stat().st_size,
                 "explorers": path.read_text(errors="replace").count('class="gh-explorer"'),
                 "load_ms_median": round(statistics.median(loads), 1),
                 "swap_ms_median": round(statistics.median(swaps), 1) if swaps else None,
@@ -134,12 +171,16 @@ def main(argv=None) -> None:
     lp.add_argument("paths", type=Path, nargs="+")
     lp.add_argument("--chromium", default="/usr/bin/chromium")
     lp.add_argument("--repeat", type=int, default=5)
+    lp.add_argument("--mbps", type=float, default=None,
+                    help="serve over HTTP, throttled to this many Mbit/s (default: file://)")
+    lp.add_argument("--root", type=Path, default=None,
+                    help="with --mbps: the folder served (default: the first page's)")
     args = ap.parse_args(argv)
     if args.cmd == "pages":
         pages(args.out)
     else:
         files = [f for p in args.paths for f in (sorted(p.glob("*.html")) if p.is_dir() else [p])]
-        load(files, args.chromium, args.repeat)
+        load(files, args.chromium, args.repeat, args.mbps, args.root)
 
 
 if __name__ == "__main__":

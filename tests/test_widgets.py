@@ -176,3 +176,21 @@ def test_static_frame_keys_follow_the_controls_order():
     for i, (_, b) in enumerate(controls["b"]):
         for j, a in enumerate(controls["a"]):
             assert data["frames"][data["keys"][f"{i}-{j}"]]["note"] == f"{b}{a}"
+
+
+def test_frame_png_stacks_figures_and_uses_a_palette():
+    import io
+
+    from PIL import Image
+
+    from gated_hmoe.viz import explorer as ex
+    from gated_hmoe.viz.style import new_figure
+
+    def figs():
+        return [new_figure(width=4, height=2)[0], new_figure(width=3, height=1)[0]]
+
+    one = Image.open(io.BytesIO(ex.frame_png(figs()[:1], dpi=50)))
+    both = Image.open(io.BytesIO(ex.frame_png(figs(), dpi=50)))
+    full = Image.open(io.BytesIO(ex.frame_png(figs(), dpi=50, colors=None)))
+    assert one.mode == "P" and both.mode == "P" and full.mode == "RGB"
+    assert both.width == one.width and both.height > one.height and full.size == both.size

@@ -60,7 +60,8 @@ from gated_hmoe import checks
 
 #: Most combinations of the controls a static explorer draws (see :func:`static_html`).
 MAX_FRAMES = 64
-#: Resolution of the static frames (dots per inch): a 6.4 x 4 in figure is 512 x 320 pixels.
+#: Resolution of the static frames (dots per inch; saved with a tight bounding box, as the
+#: notebook's inline backend does): a 6.4 x 4 in figure is about 512 x 320 pixels.
 FRAME_DPI = 80
 #: Colours of a static frame's palette (plots have few; the picture looks the same).
 FRAME_COLORS = 128
@@ -131,27 +132,27 @@ def _parts(item: Any) -> tuple[list[Figure], list[str]]:
                     f"got {type(item).__name__}")
 
 
-def _frame_png(figs: list[Figure], dpi: int, colors: int) -> bytes:
-    """One palette PNG of ``figs`` stacked top to bottom (each figure is closed)."""
+def frame_png(figs: Sequence[Figure], *, dpi: int = FRAME_DPI,
+              colors: int | None = FRAME_COLORS) -> bytes:
+    """One PNG of ``figs`` stacked top to bottom, a ``colors``-colour palette PNG
+    (:func:`palette_png`; ``None``: full colour); each figure is closed."""
     images = []
     for fig in figs:
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+        fig.savefig(buf, format="png", dpi=dpi, facecolor="white", bbox_inches="tight")
         plt.close(fig)
         images.append(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    if len(images) == 1:
-        raw = io.BytesIO()
-        images[0].save(raw, format="PNG")
-    else:
+    sheet = images[0]
+    if len(images) > 1:
         sheet = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)),
                           "white")
         y = 0
         for im in images:
             sheet.paste(im, (0, y))
             y += im.height
-        raw = io.BytesIO()
-        sheet.save(raw, format="PNG")
-    return palette_png(raw.getvalue(), colors)
+    raw = io.BytesIO()
+    sheet.save(raw, format="PNG", optimize=colors is None)
+    return raw.getvalue() if colors is None else palette_png(raw.getvalue(), colors)
 
 
 def _start_indices(names: list[str], options: list[list[tuple[str, Any]]],
@@ -200,7 +201,7 @@ def render_frames(controls: dict[str, Sequence], draw: Callable[..., Any], *,
                          f"max_frames={max_frames}: pass fewer options or raise max_frames")
     if encode is None:
         def encode(figs):
-            png = _frame_png(figs, FRAME_DPI, FRAME_COLORS)
+            png = frame_png(figs)
             return "data:image/png;base64," + base64.b64encode(png).decode()
     keys, frames, images = {}, [], []
     for combo in itertools.product(*(range(len(o)) for o in options)):
@@ -370,4 +371,4 @@ def explorer(controls: dict[str, Sequence], draw: Callable[..., Any], *,
 
 
 __all__ = ["BLANK_PNG", "Explorer", "FRAME_COLORS", "FRAME_DPI", "MAX_FRAMES", "explorer",
-           "palette_png", "render_frames", "show", "static_html"]
+           "frame_png", "palette_png", "render_frames", "show", "static_html"]
