@@ -1,26 +1,23 @@
 """Maintainer tool, run by `make execute`: keep the stored outputs of the chapters small.
 
-- drops stored widget state (large; nbval ignores widget cells, the HTML book shows a
-  static figure instead);
+- drops stored widget state (large; nbval ignores widget cells, the HTML book shows the
+  static explorer stored beside each widget view as ``text/html``, which is kept);
 - re-encodes stored PNG figures as 256-colour palette PNGs (plots have few colours; the
-  pictures look the same and nbval does not compare images).
+  pictures look the same and nbval does not compare images), with the same encoder as the
+  static explorers' frames (``gated_hmoe.viz.explorer.palette_png``).
 
 Usage: python scripts/tidy_notebooks.py chapters/*.ipynb
 """
 
 import base64
-import io
 import json
 import sys
 
-from PIL import Image
+from gated_hmoe.viz.explorer import palette_png
 
 
 def compress_png(data: str) -> str:
-    img = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
-    out = io.BytesIO()
-    img.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(out, format="PNG", optimize=True)
-    new = base64.b64encode(out.getvalue()).decode()
+    new = base64.b64encode(palette_png(base64.b64decode(data), 256)).decode()
     return new if len(new) < len(data) else data
 
 

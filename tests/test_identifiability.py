@@ -265,7 +265,9 @@ def test_spectrum_explorer_calls_back():
         return idf.family_rank(expert, order)
 
     box = vt.spectrum_explorer(compute, experts=idf.EXPERTS, max_order=1)
-    assert calls == [("linear", 1)]
+    # every (expert, order) once for the static explorer's frames, then the widget's start
+    assert calls == [(e, r) for e in idf.EXPERTS for r in (0, 1)] + [("linear", 1)]
+    assert box.static_html.count('class="gh-control"') == 2
     with pytest.raises(TypeError, match="compute"):
         vt.spectrum_explorer(None, experts=idf.EXPERTS)
     assert box.redraw is not None
