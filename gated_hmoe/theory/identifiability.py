@@ -329,6 +329,12 @@ def _family(expert: str, order: int, gate: str) -> DerivativeFamily:
              "monomial": sym["alpha"] * x**2}[gate]
     u = sp.exp(logit) * h
     params = tuple(sym[n] for n in _GATE_PARAMS[gate] + _EXPERT_PARAMS[expert])
+    return _taylor_family(u, params, x, order)
+
+
+def _taylor_family(u: sp.Expr, params: tuple, x: sp.Symbol, order: int) -> DerivativeFamily:
+    """Every partial derivative of ``u`` in ``params`` of total order ``<= order`` (each
+    computed once from its parent), labelled, in graded order."""
     funcs, labels = [], []
     cache: dict[tuple[sp.Symbol, ...], sp.Expr] = {(): u}
     for k in range(order + 1):
@@ -700,19 +706,11 @@ def expression_rank(h: sp.Expr, x: sp.Symbol, params: Any, values: dict[str, flo
     grid = default_grid() if grid is None else _check_grid(grid)
     u = sp.exp(beta * x) * h
     all_params = (beta,) + params
-    funcs, labels = [], []
-    cache: dict[tuple[sp.Symbol, ...], sp.Expr] = {(): u}
-    for k in range(order + 1):
-        for combo in itertools.combinations_with_replacement(all_params, k):
-            if combo not in cache:
-                cache[combo] = sp.diff(cache[combo[:-1]], combo[-1])
-            funcs.append(cache[combo])
-            labels.append(_label(combo))
-    fam = DerivativeFamily(tuple(funcs), tuple(labels), x, all_params)
+    fam = _taylor_family(u, all_params, x, order)
     subs = {p: vals[p.name] for p in all_params}
     if dps is None:
         cols = [np.broadcast_to(np.asarray(sp.lambdify(x, f.subs(subs), "numpy")(grid),
-                                           dtype=np.float64), grid.shape) for f in funcs]
+                                           dtype=np.float64), grid.shape) for f in fam.functions]
         spec = _log10_spectrum(np.linalg.svd(np.stack(cols, axis=1), compute_uv=False))
     else:
         import mpmath
@@ -722,8 +720,8 @@ def expression_rank(h: sp.Expr, x: sp.Symbol, params: Any, values: dict[str, flo
         with mpmath.workdps(dps):
             pts = [mpmath.mpf(sp.Rational(float(g)).limit_denominator(10**6).p)
                    / sp.Rational(float(g)).limit_denominator(10**6).q for g in grid]
-            M = mpmath.matrix(len(pts), len(funcs))
-            for j, f in enumerate(funcs):
+            M = mpmath.matrix(len(pts), len(fam.functions))
+            for j, f in enumerate(fam.functions):
                 fn = sp.lambdify(x, f.subs(rational), "mpmath")
                 for i, xi in enumerate(pts):
                     M[i, j] = fn(xi)
