@@ -443,7 +443,7 @@ def add_transformer(sub) -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=None,
                    help="training-set sizes of the learning curves")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cli_transformer, config=transformer_config, memory=None)
+    p.set_defaults(func=cli_transformer, config=transformer_config, memory=e4.peak_bytes)
 
 
 # ------------------------------------------------------------------ the parser
@@ -526,6 +526,12 @@ def one_line(exc: BaseException) -> str:
 def memory_flags(args, config) -> str:
     """The sizes that set a command's memory, as typed (``"--replicates 20 with --n-max
     100000"``)."""
+    if args.command == "transformer":
+        given = [f"--{k.replace('_', '-')} {getattr(args, k)}"
+                 for k in ("seeds", "d_model", "layers", "heads") if getattr(args, k) is not None]
+        sizes = [f"--sizes {' '.join(map(str, args.sizes))}"] if args.sizes else []
+        return " with ".join([f"--preset {args.preset}", ", ".join(given + sizes)]
+                             if given or sizes else [f"--preset {args.preset}"])
     parts = [f"--replicates {args.replicates}"]
     if getattr(args, "sweep", None) == "n":
         parts.append(f"--n-max {args.n_max}")

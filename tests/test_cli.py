@@ -14,6 +14,7 @@ import pytest
 
 from gated_hmoe import checks, cli
 from gated_hmoe.experiments import e1_profile, e1_rates, e2_attention, e2_profile
+from gated_hmoe.experiments import e4_transformer as e4
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RATES = ["rates", "--n-min", "100", "--n-max", "200", "--points", "2", "--replicates", "2",
@@ -39,7 +40,8 @@ def no_run(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("the run was reached")
     for module, name in ((e1_rates, "run_sweep"), (e1_profile, "run_profiles"),
-                         (e2_profile, "run_profiles"), (e2_attention, "run_sweep")):
+                         (e2_profile, "run_profiles"), (e2_attention, "run_sweep"),
+                         (e4, "run_experiment")):
         monkeypatch.setattr(module, name, boom)
 
 
@@ -161,6 +163,8 @@ def test_read_only_folder_check_as_any_user(tmp_path, monkeypatch):
     (["profile", "--replicates", "100000000"], "--replicates 100000000 with --n-max 100000 "),
     (["attention-profile", "--sweep", "noise", "--n", "10000000"], "--replicates 8 with --n "),
     (["attention-fit", "--replicates", "100000000"], "--replicates 100000000 with --n 1000 "),
+    (["transformer", "--d-model", "100000", "--seeds", "50"],
+     "--preset chapter with --seeds 50, --d-model 100000 "),
 ])
 def test_sizes_beyond_the_machine_are_refused(argv, first, tmp_path, capsys, no_run):
     status, _, err = run(argv + ["--out", str(tmp_path / "o")], capsys)
@@ -176,6 +180,10 @@ def test_memory_estimates_grow_with_the_sizes_and_admit_the_defaults():
     assert e1_profile.peak_bytes(e1_profile.ProfileConfig()) < 4 * 2**30
     assert e2_profile.peak_bytes(e2_profile.AttentionProfileConfig()) < 4 * 2**30
     assert e2_attention.peak_bytes(e2_attention.FitSweepConfig()) < 4 * 2**30
+    for preset in ("tiny", "chapter"):
+        assert e4.peak_bytes(e4.PRESETS[preset]) < 4 * 2**30
+    assert e4.peak_bytes(e4.PRESETS["chapter"]) < e4.peak_bytes(
+        e4.PRESETS["chapter"]._replace(d_model=64))
     with pytest.raises(ValueError, match="replicates 9 would need about 3 GiB"):
         checks.fits_in_memory(3 * 2**30, "replicates 9", available=2**30)
 

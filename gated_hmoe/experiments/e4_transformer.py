@@ -184,6 +184,37 @@ def _compute_group(cfg: ExperimentConfig, variant: str, specs: list[RunSpec]) ->
             for r in range(len(specs))]
 
 
+#: Peak-memory estimate of :func:`run_experiment` (bytes): a base for the interpreter, JAX
+#: and the compiled programs, plus ``SAFETY`` times a count of the float64 arrays one
+#: variant's vmapped runs hold at once (per run: parameters with gradients and two Adam
+#: moments; the training batch's activations and attention maps, forward and backward; the
+#: evaluation set's forward pass; the token pool). The count is first-order and uncalibrated
+#: (the other commands' factors were measured, see scripts/calibrate_memory.py); the base is
+#: the ``tiny`` preset's measured peak, 626 MiB (2026-12-03). It serves to refuse sizes that
+#: cannot fit, not to promise that others do.
+MEMORY_BASE: int = 650 * 2**20
+MEMORY_SAFETY: float = 2.0
+
+
+def peak_bytes(cfg: ExperimentConfig) -> int:
+    """Estimated peak memory of :func:`run_experiment` for ``cfg`` in bytes (see
+    :data:`MEMORY_SAFETY`).
+
+    >>> peak_bytes(PRESETS["chapter"]) < 4 * 2**30
+    True
+    """
+    groups: dict[str, int] = {}
+    for spec in run_specs(cfg):
+        groups[spec.variant] = groups.get(spec.variant, 0) + 1
+    runs = max(groups.values())
+    d, L, T = cfg.d_model, cfg.layers, cfg.seq_len
+    params = 2 * cfg.vocab * d + T * d + L * 12 * d * d
+    train = cfg.batch * L * (16 * T * d + 3 * cfg.heads * T * T)
+    evaluate = cfg.n_eval * L * (4 * T * d + cfg.heads * T * T)
+    per_run = 8 * (4 * params + train + evaluate) + 4 * cfg.pool * T
+    return int(MEMORY_BASE + MEMORY_SAFETY * runs * per_run)
+
+
 def run_experiment(cfg: ExperimentConfig = PRESETS["chapter"], *,
                    cache_dir: str | os.PathLike | None = None, progress: bool = True,
                    recompute: bool = False) -> "Results":
