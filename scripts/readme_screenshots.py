@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chapter", default="chapters__03_identifiability",
                         help="screenshot stem of the chapter page (default: %(default)s)")
-    parser.add_argument("--figure", default="chapters__03_identifiability.widget0",
+    parser.add_argument("--figure", default="chapters__05_gate_positions_fitted.explorer0",
                         help="screenshot stem of the interactive figure (default: %(default)s)")
     args = parser.parse_args(argv)
     for flag, stem, name in (("--chapter", args.chapter, "chapter.png"),

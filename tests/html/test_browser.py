@@ -87,7 +87,11 @@ EXERCISE_CONTROL = r"""
   const c = ex.querySelectorAll('.gh-control')[j];
   const label = `${c.tagName.toLowerCase()}${c.type ? '[' + c.type + ']' : ''}` +
                 `${c.name || c.id ? ' ' + (c.name || c.id) : ''}`;
-  const before = frame.src;
+  // The frame follows when its src changes or, where the explorer names the selection's
+  // frame (data-key), when that key does: two selections may share one picture.
+  const before = frame.src, beforeKey = frame.getAttribute('data-key');
+  const followed = () => frame.src !== before ||
+    (beforeKey !== null && frame.getAttribute('data-key') !== beforeKey);
   const old = c.value;
   if (c.tagName === 'SELECT') {
     if (c.options.length < 2) return {control: label, error: 'fewer than two options'};
@@ -102,10 +106,10 @@ EXERCISE_CONTROL = r"""
   c.dispatchEvent(new Event('input', {bubbles: true}));
   c.dispatchEvent(new Event('change', {bubbles: true}));
   const t0 = performance.now();
-  while (frame.src === before && performance.now() - t0 < 5000) {
+  while (!followed() && performance.now() - t0 < 5000) {
     await new Promise(r => setTimeout(r, 20));
   }
-  if (frame.src === before) {
+  if (!followed()) {
     return {control: label, error: `frame src did not change (value ${old} -> ${c.value})`};
   }
   await frame.decode().catch(() => null);
