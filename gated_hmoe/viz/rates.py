@@ -202,7 +202,7 @@ def rate_explorer(n_results: dict, noise_results: dict, *, live_fit=None):
             res = noise_results.get((expert, spread))
             note = "" if fit == 3 else "noise sweep: over-specified only"
         if res is None:
-            return f"no cached sweep for this choice ({note})"
+            return "no cached sweep for this choice" + (f" ({note})" if note else "")
         fig, _ = rate_panel(res)
         return [fig, note] if note else fig
 
