@@ -11,10 +11,9 @@ palette and writes them to ``docs/img/`` (each must stay under 200 kB)::
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
-from PIL import Image
+from gated_hmoe.viz.explorer import palette_png
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "_build" / "screenshots"
@@ -24,15 +23,13 @@ LIMIT = 200_000
 
 def small_png(source: Path, target: Path) -> int:
     """Write ``source`` as a 256-colour PNG at ``target``; its size in bytes."""
-    image = Image.open(source).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
-    if buffer.tell() > LIMIT:
-        raise SystemExit(f"readme_screenshots: {source.name} is {buffer.tell()} bytes as a PNG "
+    data = palette_png(source.read_bytes())
+    if len(data) > LIMIT:
+        raise SystemExit(f"readme_screenshots: {source.name} is {len(data)} bytes as a PNG "
                          f"(limit {LIMIT}); pick a smaller figure")
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(buffer.getvalue())
-    return buffer.tell()
+    target.write_bytes(data)
+    return len(data)
 
 
 def main(argv: list[str] | None = None) -> int:
