@@ -145,3 +145,24 @@ def test_a_head_with_a_zero_leaf_is_switched_off_at_the_dead_head_offset(positio
     assert np.allclose(np.asarray(s["wv"][1]), 0.0, atol=1e-15)
     assert heads.max_output_gap(s, teacher, position, _x()) < 1e-13
     assert np.isnan(head_profile.PairLayout("MHSA", heads.layer_teacher("MHSA", 2)).dead_head_offset())
+
+
+def test_held_out_seed_keeps_the_valley_contrast_of_chapter_05(tmp_path):
+    """Chapter 05's asserted E2 profile contrast on a held-out seed (4; chapter: seed 2,
+    bands set on seeds 0-1; seed 3 showed that 200 iterations certify too few G1 fits),
+    reduced to the two ends of its noise range: the literal G1 gate's largest excess along
+    the valley stays within the bound, the tied G2's grows like n/nu. (The certified share
+    is reported, not asserted: on this seed 13 of 15 tied-G2 fits are certified at the noisiest point,
+    the uncertified ones next to the split, where the pair is one head.)"""
+    sweeps = {}
+    for position in ("G1", "G2-tied"):
+        config = e2_profile.AttentionProfileConfig(
+            position=position, sweep="noise", n=64, noise_min=1e-10, noise_max=1e-6, points=2,
+            replicates=3, offsets=(0.02, 2.0, 5), max_iter=600, seed=4)
+        sweeps[position] = e2_profile.run_profiles(config, cache_dir=tmp_path, progress=False)
+    for sw in sweeps.values():          # the statistics use certified fits only
+        assert sw.certified_fraction() > 0.5
+    g1, tied = sweeps["G1"], sweeps["G2-tied"]
+    assert np.all(np.median(g1.max_excess(), 1) <= e2_profile.VALLEY_EXCESS_BOUND)
+    assert g1.max_excess_slope().slope <= 0.25
+    assert 0.75 <= tied.max_excess_slope().slope <= 1.25

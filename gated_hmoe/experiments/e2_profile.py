@@ -36,6 +36,9 @@ from gated_hmoe.estimation import head_profile, profile
 from gated_hmoe.experiments import e1_profile, e1_rates, runner
 from gated_hmoe.models import heads
 
+#: The bound on a valley's largest excess (units of ``nu``), as in experiment E1.
+VALLEY_EXCESS_BOUND: float = e1_profile.VALLEY_EXCESS_BOUND
+
 #: Config fields that only post-process the stored profiles (not in the cache key).
 POST_FIELDS: tuple[str, ...] = ("c",)
 
@@ -235,6 +238,23 @@ def run_profiles(config: AttentionProfileConfig, *, cache_dir=None, progress: bo
         cache_dir=cache_dir, progress=progress)
 
 
+def sweeps_from_record(record: dict) -> dict[str, e1_profile.ProfileSweep]:
+    """The sweeps stored in a record of several positions (``{"positions": {position:
+    ProfileSweep.to_dict()}}``, as ``scripts/record_e2_profile.py`` writes it), keyed by
+    position; each configuration is validated and must hash to the stored cache key."""
+    if not isinstance(record, dict) or not isinstance(record.get("positions"), dict):
+        raise ValueError("record must be a dict with a 'positions' mapping")
+    out = {}
+    for position, d in record["positions"].items():
+        fields = {**d["config"], "offsets": tuple(d["config"]["offsets"])}
+        config = AttentionProfileConfig(**fields).validate()
+        if config.key() != d["cache_key"]:
+            raise ValueError(f"record entry {position!r}: its configuration does not hash to "
+                             "its cache_key (edited or written by another version)")
+        out[position] = e1_profile.ProfileSweep(config, d["points"], d["seconds"], d["versions"])
+    return out
+
+
 __all__ = ["AttentionProfileConfig", "MEMORY_BASE", "MEMORY_PER_RECORD", "MEMORY_PER_SAMPLE",
-           "POST_FIELDS", "peak_bytes", "population_starts", "replicate_data",
-           "run_point", "run_profiles"]
+           "POST_FIELDS", "VALLEY_EXCESS_BOUND", "peak_bytes", "population_starts", "replicate_data",
+           "run_point", "run_profiles", "sweeps_from_record"]

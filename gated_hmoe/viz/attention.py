@@ -10,7 +10,7 @@ import numpy as np
 
 from gated_hmoe.models.heads import LEAF_CLASS, POSITIONS
 from gated_hmoe.viz import explorer as ex
-from gated_hmoe.viz.style import LEVEL_COLORS, new_figure, position_color
+from gated_hmoe.viz.style import LEVEL_COLORS, SERIES_MARKERS, new_figure, position_color
 
 #: Axis label of each E2 metric.
 METRIC_LABELS: dict[str, str] = {"worst_overfitted": "worst over-fitted head error",
@@ -78,14 +78,17 @@ def curves_along_line(ts, curves: dict, *, title: str, ylabel: str, colors: dict
     return fig, ax
 
 
-def sweep_axes(ax, results: dict, *, metric: str = "worst_overfitted", colors=None):
+def sweep_axes(ax, results: dict, *, metric: str = "worst_overfitted", colors=None,
+               bands=True):
     """Draw medians (interquartile band) of ``metric`` for several results on ``ax``.
 
     ``results``: label -> :class:`FitSweepResult`; the legend states each slope with its
-    bootstrap 95% interval and the number of failed fits.
+    bootstrap 95% interval and the number of failed fits. Each series has its own marker
+    (:data:`~gated_hmoe.viz.style.SERIES_MARKERS`). ``bands``: ``True`` (every series), or
+    the labels whose interquartile band is drawn (bands of many series hide each other).
     """
     colors = colors or {}
-    for label, res in results.items():
+    for i, (label, res) in enumerate(results.items()):
         L = res.losses(metric)
         L = np.where(np.isfinite(L), L, np.inf)    # a non-finite fit ranks last
         with np.errstate(invalid="ignore"):
@@ -93,9 +96,10 @@ def sweep_axes(ax, results: dict, *, metric: str = "worst_overfitted", colors=No
             q1, q3 = np.quantile(L, 0.25, 1), np.quantile(L, 0.75, 1)
         s = res.slope(metric)
         c = colors.get(label, position_color(res.config.position))
-        ax.plot(res.x, med, marker="o", color=c,
+        ax.plot(res.x, med, marker=SERIES_MARKERS[i % len(SERIES_MARKERS)], color=c,
                 label=f"{label}: {s.label()}, fail {res.failures()}")
-        ax.fill_between(res.x, q1, q3, color=c, alpha=0.15, linewidth=0)
+        if bands is True or label in bands:
+            ax.fill_between(res.x, q1, q3, color=c, alpha=0.15, linewidth=0)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("effective sample size n / ν")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gated_hmoe.viz.style import EXPERT_COLORS, new_figure
+from gated_hmoe.viz.style import EXPERT_COLORS, SERIES_MARKERS, new_figure
 
 #: Markers of the radius status: interpolated (filled), censored at the grid's end (hollow).
 STATUS_MARKERS = {"interpolated": "o", "censored": "^", "below": "v"}
@@ -82,6 +82,42 @@ def radius_axes(ax, sweeps: dict, *, c: float | None = None, reference: float | 
     return ax
 
 
+def max_excess_axes(ax, sweeps: dict, *, bound: float | None = None, colours: dict | None = None,
+                    reference: float = 1.0):
+    """The largest excess along the grid of offsets, ``max_delta Delta L_n(delta) / nu``
+    (median over replicates, interquartile band), against ``n / nu`` for several sweeps
+    (``label -> ProfileSweep``); the legend states each slope with its bootstrap 95% interval
+    over whole replicate curves and the certified share. ``bound``: a level drawn dashed (an
+    excess of order ``nu``); ``reference``: a slope drawn dotted through the highest curve's
+    first median (1: the excess grows like ``n / nu``)."""
+    top = None
+    for i, (label, sw) in enumerate(sweeps.items()):
+        e = sw.max_excess()
+        e = np.where(np.isfinite(e), np.maximum(e, 1e-3), np.inf)
+        med = np.median(e, 1)
+        q1 = np.quantile(e, 0.25, 1, method="lower")
+        q3 = np.quantile(e, 0.75, 1, method="higher")
+        colour = (colours or {}).get(label) or _colour(sw)
+        ok = np.isfinite(med)
+        ax.plot(sw.x[ok], med[ok], "-", marker=SERIES_MARKERS[i % len(SERIES_MARKERS)],
+                color=colour, label=f"{label}: {sw.max_excess_slope().label()}; "
+                                    f"certified {sw.certified_fraction():.0%}")
+        band = np.isfinite(q3)
+        ax.fill_between(sw.x[band], q1[band], q3[band], color=colour, alpha=0.15, linewidth=0)
+        if ok.any() and (top is None or med[ok][0] > top[1][0]):
+            top = (sw.x[ok], med[ok])
+    if top is not None:
+        xs, med = top
+        ax.plot(xs, med[0] * (xs / xs[0]) ** reference, ":", color="0.3",
+                label=f"reference slope {reference:+g} (excess ∝ n/ν)")
+    if bound is not None:
+        ax.axhline(bound, color="0.2", ls="--", lw=1, label=f"{bound:.2f} ν")
+    ax.set(xscale="log", yscale="log", xlabel="effective sample size n / ν",
+           ylabel="largest excess along the offsets, max_δ ΔL_n(δ) / ν")
+    ax.legend(loc="upper left")
+    return ax
+
+
 def profile_panels(sweep):
     """Two panels for one sweep: the excess profiles at the largest ``n / nu`` and the
     radius against ``n / nu`` (what the command line writes)."""
@@ -121,4 +157,4 @@ def sample_complexity_axes(ax, sweeps: dict, eps, *, reference: float = -4.0):
     return ax
 
 
-__all__ = ["excess_axes", "profile_panels", "radius_axes", "sample_complexity_axes"]
+__all__ = ["STATUS_MARKERS", "excess_axes", "max_excess_axes", "profile_panels", "radius_axes", "sample_complexity_axes"]

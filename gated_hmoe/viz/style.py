@@ -24,10 +24,14 @@ GATE_COLORS: dict[str, str] = {
     "G1-headwise": "#56B4E9",
     "G1-ridge": "#56B4E9",
     "G2": "#009E73",
+    "G2-tied": "#000000",
     "G3": "#E69F00",
     "G4": "#F0E442",
     "G5": "#CC79A7",
 }
+
+#: Markers that tell several series on one axes apart (in order), with the colours above.
+SERIES_MARKERS: tuple[str, ...] = ("o", "s", "D", "^", "v", "P", "X", "*", "h")
 
 #: Colour of the three HMoE levels.
 LEVEL_COLORS: tuple[str, str, str] = ("#E69F00", "#56B4E9", "#009E73")
@@ -142,4 +146,4 @@ def position_color(position: str) -> str:
 
 
 __all__ = ["EXPERT_COLORS", "GATE_COLORS", "GENERIC_LABELS", "LEVEL_COLORS",
-           "MIN_LEGEND_POINTS", "apply_style", "audit", "check", "new_figure", "position_color"]
+           "MIN_LEGEND_POINTS", "SERIES_MARKERS", "apply_style", "audit", "check", "new_figure", "position_color"]
