@@ -166,6 +166,38 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def split_halves(result, index: int = -1) -> dict:
+    """Per-replicate half-separation of the over-fitted pair at grid point ``index``:
+    ``{coordinate: (replicates,)}`` (coordinates as in :func:`split_profile`; ``nan`` for a
+    replicate whose cells are not (2, 1) or whose fit is not finite)."""
+    cfg = result.config
+    spec = moe.make_spec(expert=cfg.expert, gate=cfg.gate, k=cfg.k_fit, D=1)
+    names = (["beta1"] if cfg.gate == "quadratic-polynomial" else []) + ["A", "a", "b"]
+    reps = result.points[index]["replicates"]
+    out = np.full((len(names), len(reps)), np.nan)
+    for r, rep in enumerate(reps):
+        over = np.array(rep["atom_overfitted"], bool)
+        if over.sum() != 2 or not np.all(np.isfinite(rep["theta"])):
+            continue
+        M = moe.unpack(jnp.asarray(rep["theta"]), spec)
+        cols = ([np.asarray(M.beta1)] if cfg.gate == "quadratic-polynomial" else []) + [
+            np.asarray(M.quad).reshape(cfg.k_fit, -1), np.asarray(M.expert)]
+        om = np.concatenate(cols, 1)[over]
+        out[:, r] = np.abs(om[0] - om[1]) / 2
+    return dict(zip(names, out))
+
+
+def split_slopes(result) -> dict:
+    """``{coordinate: Slope}``: log-log slope of the pair's half-separation per coordinate
+    (:func:`split_halves`) against ``n / nu`` over the sweep's slope range, with the same
+    bootstrap over replicates as the sweep's slopes (a skipped replicate counts as a failed
+    fit)."""
+    lo, hi = result.config.slope_range()
+    halves = [split_halves(result, i) for i in range(len(result.points))]
+    return {k: rates.slope(result.x, np.array([h[k] for h in halves]), x_min=lo, x_max=hi,
+                           seed=result.config.seed) for k in halves[0]}
+
+
 def split_profile(result, index: int = -1) -> dict:
     """Median (over replicates) half-separation of the two over-fitted atoms, per coordinate.
 
@@ -175,22 +207,10 @@ def split_profile(result, index: int = -1) -> dict:
     only), ``A``, ``a``, ``b``. Replicates whose cells are not (2, 1) are skipped and counted
     in ``"skipped"``.
     """
-    cfg = result.config
-    spec = moe.make_spec(expert=cfg.expert, gate=cfg.gate, k=cfg.k_fit, D=1)
-    names = (["beta1"] if cfg.gate == "quadratic-polynomial" else []) + ["A", "a", "b"]
-    halves, skipped = [], 0
-    for rep in result.points[index]["replicates"]:
-        over = np.array(rep["atom_overfitted"], bool)
-        if over.sum() != 2 or not np.all(np.isfinite(rep["theta"])):
-            skipped += 1
-            continue
-        M = moe.unpack(jnp.asarray(rep["theta"]), spec)
-        cols = ([np.asarray(M.beta1)] if cfg.gate == "quadratic-polynomial" else []) + [
-            np.asarray(M.quad).reshape(cfg.k_fit, -1), np.asarray(M.expert)]
-        om = np.concatenate(cols, 1)[over]
-        halves.append(np.abs(om[0] - om[1]) / 2)
-    med = np.median(np.array(halves), 0) if halves else np.full(len(names), np.nan)
-    return {**{n: float(v) for n, v in zip(names, med)}, "skipped": skipped}
+    halves = split_halves(result, index)
+    ok = np.all(np.isfinite(np.array(list(halves.values()))), 0)
+    return {**{k: float(np.median(v[ok])) if ok.any() else float("nan")
+               for k, v in halves.items()}, "skipped": int((~ok).sum())}
 
 
 # ------------------------------------------------------------------ modulus for any gate
@@ -262,6 +282,17 @@ def record_configs(name: str, **overrides) -> dict:
     return {(g, e, float(sp)): sweep_config(g, e, sp, **kwargs) for g, e, sp in spec["sweeps"]}
 
 
+def rates_command(config: e1_rates.SweepConfig, out: str = "results/e3") -> str:
+    """The ``rates`` command line that runs the sweep ``config`` of :func:`sweep_config`
+    (every field that differs from the command's defaults is a flag; the test suite parses
+    it back and compares the configuration)."""
+    return (f"python -m gated_hmoe rates --expert {config.expert} --gate {config.gate} "
+            f"--k-fit {config.k_fit} --init {config.init} --spread {config.spread:g} "
+            f"--sweep {config.sweep} --n {config.n} --noise-min {config.noise_min:g} "
+            f"--noise-max {config.noise_max:g} --points {config.points} "
+            f"--replicates {config.replicates} --max-iter {config.max_iter} --out {out}")
+
+
 def _finite_or_none(values) -> list:
     return [[float(v) if math.isfinite(v) else None for v in row] for row in values]
 
@@ -312,11 +343,12 @@ def make_record(name: str, *, cache_dir=None, machine: str = "unknown", log=None
 
     Each sweep runs through :func:`gated_hmoe.experiments.e1_rates.run_sweep` (pass a fresh
     ``cache_dir`` for a cold-cache time); its wall time is measured here. The record holds
-    the name, the command, the date, ``machine``, the library versions, the git commit,
-    the total wall time and one :func:`sweep_entry` per sweep. ``log``: called with one line
+    the name, the command, the date, ``machine``, the library versions, the git commit at
+    the start (and whether tracked files had uncommitted changes), the total wall time and one :func:`sweep_entry` per sweep. ``log``: called with one line
     per finished sweep.
     """
     configs = record_configs(name, **overrides)
+    commit = _git_commit()              # the code that runs: the tree at the start
     sweeps, start = [], time.perf_counter()
     for key, cfg in configs.items():
         t0 = time.perf_counter()
@@ -327,7 +359,7 @@ def make_record(name: str, *, cache_dir=None, machine: str = "unknown", log=None
     return {"name": name, "command": RECORD_COMMAND.format(name=name),
             "overrides": {**RECORDS[name]["overrides"], **overrides},
             "date": datetime.date.today().isoformat(), "machine": machine,
-            "versions": runner.versions(), **_git_commit(),
+            "versions": runner.versions(), **commit,
             "seconds": round(time.perf_counter() - start, 1), "sweeps": sweeps}
 
 
@@ -450,6 +482,6 @@ def budget_comparison(short: dict, long: dict, *, metric: str = "worst_overfitte
 __all__ = ["BANDS", "CHAPTER_EXPERTS", "CHAPTER_SWEEPS", "QUADRATIC_GATES", "RECORDS",
            "RECORD_COMMAND", "RECORD_DIR", "RecordedSweep", "TABLE_METRICS", "UPPER_FIT_MIN",
            "budget_comparison", "format_rows", "gate_label", "load_record", "make_record",
-           "modulus", "modulus_exponent", "record_configs", "record_results", "run_grid",
-           "slope_rows", "split_profile", "sweep_config", "sweep_entry", "upper_slopes",
-           "write_record"]
+           "modulus", "modulus_exponent", "rates_command", "record_configs", "record_results",
+           "run_grid", "slope_rows", "split_halves", "split_profile", "split_slopes",
+           "sweep_config", "sweep_entry", "upper_slopes", "write_record"]
