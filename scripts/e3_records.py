@@ -1,7 +1,7 @@
 """Write the records of chapter 06's runs that are too slow for the chapter.
 
-    python scripts/e3_records.py full-grid     # docs/results/e3_full_grid.json
-    python scripts/e3_records.py budget2000    # docs/results/e3_budget2000.json
+    python scripts/e3_records.py full-grid     # docs/records/e3_full_grid.json
+    python scripts/e3_records.py budget2000    # docs/records/e3_budget2000.json
 
 ``full-grid``: the chapter's ten sweeps (gate x expert x spread) on 17 noise levels instead
 of 9; ``budget2000``: its spread-0.1 sweeps of linear and sigmoid experts with 2000
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted(qb.RECORDS), help="which record to write")
     parser.add_argument("--out", type=Path, default=None,
-                        help="default: docs/results/<the record's file>")
+                        help="default: docs/records/<the record's file>")
     parser.add_argument("--cache-dir", default=None,
                         help="sweep cache (default: a fresh temporary folder: cold cache)")
     args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ and collects here what the chapter needs on top of :func:`gated_hmoe.e1_rates.ru
 - :data:`BANDS`: the chapter's assertion bands (one place, glued into its prose);
 - :func:`make_record` / :func:`load_record` / :func:`record_results`: the runs too slow for
   the chapter (the 17-level grid, the 2000-iteration budget check), written by
-  ``scripts/e3_records.py`` to ``docs/results/`` with their configuration, versions,
+  ``scripts/e3_records.py`` to ``docs/records/`` with their configuration, versions,
   commit, date, machine and wall time, and read back by the chapter.
 
 Figures and the explorer: :mod:`gated_hmoe.viz.quadratic`.
@@ -254,8 +254,8 @@ def modulus_exponent(deltas, m) -> float:
 
 # ------------------------------------------------------------------ records of the long runs
 
-#: Where the committed records live (``docs/results/`` of the repository).
-RECORD_DIR: Path = Path(__file__).resolve().parents[2] / "docs" / "results"
+#: Where the committed records live (``docs/records/`` of the repository).
+RECORD_DIR: Path = Path(__file__).resolve().parents[2] / "docs" / "records"
 
 #: The runs too slow for the chapter: sweeps, overrides of :func:`sweep_config`, file name.
 #: ``full-grid``: the chapter's ten sweeps on 17 noise levels; ``budget2000``: the
