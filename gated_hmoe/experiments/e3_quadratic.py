@@ -33,6 +33,7 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -344,11 +345,13 @@ def make_record(name: str, *, cache_dir=None, machine: str = "unknown", log=None
     Each sweep runs through :func:`gated_hmoe.experiments.e1_rates.run_sweep` (pass a fresh
     ``cache_dir`` for a cold-cache time); its wall time is measured here. The record holds
     the name, the command, the date, ``machine``, the library versions, the git commit at
-    the start (and whether tracked files had uncommitted changes), the total wall time and one :func:`sweep_entry` per sweep. ``log``: called with one line
+    the start (and whether tracked files had uncommitted changes), the total wall time, the
+    machine's 1-minute load average at the start and the end (``load_average``) and one :func:`sweep_entry` per sweep. ``log``: called with one line
     per finished sweep.
     """
     configs = record_configs(name, **overrides)
     commit = _git_commit()              # the code that runs: the tree at the start
+    load = [round(os.getloadavg()[0], 1)]   # other work on the machine slows the sweeps
     sweeps, start = [], time.perf_counter()
     for key, cfg in configs.items():
         t0 = time.perf_counter()
@@ -360,7 +363,8 @@ def make_record(name: str, *, cache_dir=None, machine: str = "unknown", log=None
             "overrides": {**RECORDS[name]["overrides"], **overrides},
             "date": datetime.date.today().isoformat(), "machine": machine,
             "versions": runner.versions(), **commit,
-            "seconds": round(time.perf_counter() - start, 1), "sweeps": sweeps}
+            "seconds": round(time.perf_counter() - start, 1),
+            "load_average": load + [round(os.getloadavg()[0], 1)], "sweeps": sweeps}
 
 
 def write_record(record: dict, path) -> None:
