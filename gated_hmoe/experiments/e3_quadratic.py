@@ -307,8 +307,8 @@ def _git_commit() -> dict:
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
                               capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
-                                "--untracked-files=no"], check=True, capture_output=True,
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
+                                "gated_hmoe", "scripts"], check=True, capture_output=True,
                                text=True).stdout.strip() != ""
     except (OSError, subprocess.CalledProcessError):
         return {"commit": "unknown", "dirty": None}
@@ -345,8 +345,9 @@ def make_record(name: str, *, cache_dir=None, machine: str = "unknown", log=None
     Each sweep runs through :func:`gated_hmoe.experiments.e1_rates.run_sweep` (pass a fresh
     ``cache_dir`` for a cold-cache time); its wall time is measured here. The record holds
     the name, the command, the date, ``machine``, the library versions, the git commit at
-    the start (and whether tracked files had uncommitted changes), the total wall time, the
-    machine's 1-minute load average at the start and the end (``load_average``) and one :func:`sweep_entry` per sweep. ``log``: called with one line
+    the start (``dirty``: whether the library or the scripts had uncommitted changes), the
+    total wall time, the machine's 1-minute load average at the start and the end
+    (``load_average``) and one :func:`sweep_entry` per sweep. ``log``: called with one line
     per finished sweep.
     """
     configs = record_configs(name, **overrides)
