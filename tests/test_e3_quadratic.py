@@ -1,10 +1,14 @@
 """E3, quadratic gates: configurations, the cached modulus for quadratic gates, tables, figures."""
 
+import dataclasses
+import json
 import math
+import re
 
 import numpy as np
 import pytest
 
+from gated_hmoe.estimation import rates
 from gated_hmoe.experiments import e1_rates, e3_quadratic as qb
 from gated_hmoe.viz import quadratic as vq
 from gated_hmoe.viz import style
@@ -94,3 +98,160 @@ def test_upper_slopes_of_a_synthetic_power_law():
     out = qb.upper_slopes({("g", "e", 0.1): Fake()})
     s = out[("g", "e", 0.1)]
     assert len(s.x) == 4 and s.slope == pytest.approx(-0.25, abs=0.02)
+
+
+# ------------------------------------------------------------------ records of the long runs
+
+@pytest.mark.parametrize("name", sorted(qb.RECORDS))
+def test_committed_record_matches_its_configuration_and_slopes(name):
+    """The committed record is the run of ``record_configs(name)``: same sweeps and grids
+    (load_record), metadata present, failures and losses consistent, and every recorded
+    slope equal to the slope recomputed from the recorded per-replicate losses."""
+    record = qb.load_record(name)
+    assert record["command"] == qb.RECORD_COMMAND.format(name=name)
+    assert record["overrides"] == qb.RECORDS[name]["overrides"]
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", record["date"])
+    assert re.fullmatch(r"[0-9a-f]{40}", record["commit"]) and record["dirty"] is False
+    assert record["machine"] and record["seconds"] > 0
+    assert record["versions"]["gated_hmoe"]
+    assert record["seconds"] >= sum(s["seconds"] for s in record["sweeps"]) - 1.0
+    results = qb.record_results(record)
+    assert list(results) == list(qb.record_configs(name))
+    for entry, (key, res) in zip(record["sweeps"], results.items()):
+        assert entry["cache_key"] == res.config.key(), key
+        failed, fits = res.failure_count()
+        assert fits == len(res.x) * res.config.replicates and 0 <= failed <= fits
+        assert np.all(np.isfinite(res.losses("V"))), key      # V is defined for every fit
+        for m, sl in res.slopes.items():
+            assert entry["slopes"][m] == pytest.approx([sl.slope, *sl.ci], abs=1e-9), (key, m)
+            assert sl.ci[0] <= sl.slope <= sl.ci[1], (key, m)
+        upper = qb.upper_slopes({0: res})[0]
+        assert entry["upper_slope"] == pytest.approx([upper.slope, *upper.ci], abs=1e-9), key
+
+
+@pytest.mark.parametrize("name", sorted(qb.RECORDS))
+def test_record_sweeps_are_the_rates_command(name):
+    """Each recorded sweep is what the ``rates`` command with ``--gate`` runs: the command
+    line of rates_command parses back to the same configuration."""
+    from gated_hmoe import cli
+
+    for key, config in qb.record_configs(name).items():
+        words = qb.rates_command(config).split()
+        assert words[:3] == ["python", "-m", "gated_hmoe"]
+        args = cli.build_parser().parse_args(words[3:])
+        assert cli.rates_config(args) == config, key
+
+
+def test_load_record_rejects_a_record_of_another_configuration(tmp_path):
+    record = json.loads((qb.RECORD_DIR / qb.RECORDS["full-grid"]["file"]).read_text())
+    path = tmp_path / "r.json"
+    bad = json.loads(json.dumps(record))
+    bad["sweeps"][0]["config"]["replicates"] = 11
+    qb.write_record(bad, path)
+    with pytest.raises(ValueError, match="configuration differs"):
+        qb.load_record("full-grid", path)
+    bad = json.loads(json.dumps(record))
+    bad["sweeps"] = bad["sweeps"][1:]
+    qb.write_record(bad, path)
+    with pytest.raises(ValueError, match="sweeps"):
+        qb.load_record("full-grid", path)
+    bad = json.loads(json.dumps(record))
+    bad["sweeps"][0]["losses"]["d1"] = bad["sweeps"][0]["losses"]["d1"][1:]
+    qb.write_record(bad, path)
+    with pytest.raises(ValueError, match="shape"):
+        qb.load_record("full-grid", path)
+    with pytest.raises(ValueError, match="no record"):
+        qb.load_record("full-grid", tmp_path / "missing.json")
+
+
+@pytest.mark.slow
+def test_make_record_round_trip_and_budget_comparison(tmp_path):
+    """A tiny record: written, read back (with its overrides), slopes recomputed equal, and
+    compared with the same sweeps at another budget."""
+    small = dict(replicates=2, points=5)
+    record = qb.make_record("budget2000", cache_dir=tmp_path, machine="test", max_iter=30,
+                            **small)
+    path = tmp_path / "record.json"
+    qb.write_record(record, path)
+    back = qb.load_record("budget2000", path, max_iter=30, **small)
+    assert back["sweeps"] == json.loads(json.dumps(record["sweeps"]))
+    with pytest.raises(ValueError, match="configuration differs"):
+        qb.load_record("budget2000", path, max_iter=31, **small)
+    long = qb.record_results(back)
+    short = qb.run_grid(experts=("linear", "sigmoid"), cache_dir=tmp_path, max_iter=10, **small)
+    rows = qb.budget_comparison(short, long)
+    assert list(rows) == list(long)
+    for key, row in rows.items():
+        assert row["fits"] == 10 and len(row["medians"][0]) == 5
+        assert row["main"][1] == pytest.approx(back["sweeps"][list(long).index(key)]
+                                               ["slopes"]["worst_overfitted"], abs=1e-9)
+    other_seed = {k: qb.RecordedSweep(dataclasses.replace(v.config, seed=1), v.entry)
+                  for k, v in long.items()}
+    with pytest.raises(ValueError, match="max_iter"):
+        qb.budget_comparison(other_seed, long)
+
+
+# ------------------------------------------------------------------ figures
+
+def test_modulus_figure_styles_and_reference_exponents():
+    import matplotlib
+    matplotlib.use("Agg")
+    d = np.array([0.05, 0.1, 0.2, 0.4])
+    table = {("quadratic-monomial", "linear"): np.zeros(4),
+             ("quadratic-monomial", "sigmoid"): 1e-5 * d ** 4,
+             ("quadratic-monomial", "silu"): 1.1e-5 * d ** 4,
+             ("quadratic-polynomial", "sigmoid"): 1e-5 * d ** 8,
+             ("quadratic-polynomial", "silu"): 2e-5 * d ** 8}
+    fig, ax = vq.modulus_figure(d, table)
+    assert style.audit(fig) == []
+    curves = {ln.get_label().split(":")[0]: ln for ln in ax.lines}
+    sig, silu = curves["monomial gate, sigmoid"], curves["monomial gate, SiLU"]
+    # coinciding curves stay apart: another marker, dash pattern and size
+    assert sig.get_marker() != silu.get_marker()
+    assert sig.get_linestyle() != silu.get_linestyle()
+    assert sig.get_markersize() != silu.get_markersize()
+    assert curves["polynomial gate, sigmoid"].get_fillstyle() == "none"
+    refs = [ln for ln in ax.lines if ln.get_label().startswith("reference slope")]
+    assert len(refs) == 2
+    for ln, exponent in zip(refs, (4, 8)):
+        x, y = ln.get_data()
+        assert np.polyfit(np.log(x), np.log(y), 1)[0] == pytest.approx(exponent)
+
+
+def test_expert_styles_are_distinct():
+    markers = [s["marker"] for s in vq.EXPERT_STYLES.values()]
+    dashes = [str(s["linestyle"]) for s in vq.EXPERT_STYLES.values()]
+    assert len(set(markers)) == len(markers) and len(set(dashes)) == len(dashes)
+    assert set(vq.EXPERT_STYLES) == set(style.EXPERT_COLORS)
+
+
+def test_contrast_figure_draws_theory_reference_slopes():
+    import matplotlib
+    matplotlib.use("Agg")
+
+    class Fake:
+        def __init__(self, expert, slope):
+            self.config = qb.sweep_config("quadratic-monomial", expert, 0.1)
+            self.x = np.logspace(7, 17, 9)
+            rng = np.random.default_rng(0)
+            self._L = ((self.x / 1e7) ** slope)[:, None] * (1 + 0.01 * rng.random((9, 12)))
+            self.slopes = {"worst_overfitted": rates.slope(self.x, self._L, x_min=5.6e10)}
+
+        def losses(self, metric):
+            return self._L
+
+        def failure_count(self):
+            return 0, 108
+
+    res = {("quadratic-monomial", "linear", 0.1): Fake("linear", 0.0),
+           ("quadratic-monomial", "sigmoid", 0.1): Fake("sigmoid", -0.25)}
+    fig, axes = vq.contrast_figure(res)
+    assert style.audit(fig) == []
+    refs = {ln.get_label(): ln for ln in axes[0].lines
+            if ln.get_label().startswith("reference slope")}
+    assert set(refs) == {"reference slope −1/4 (theory)", "reference slope 0 (no convergence)"}
+    for label, slope in (("reference slope −1/4 (theory)", -0.25),
+                         ("reference slope 0 (no convergence)", 0.0)):
+        x, y = refs[label].get_data()
+        assert x[0] == pytest.approx(5.62e10, rel=1e-2)
+        assert np.polyfit(np.log(x), np.log(y), 1)[0] == pytest.approx(slope, abs=1e-12)

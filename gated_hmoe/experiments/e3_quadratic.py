@@ -15,7 +15,12 @@ and collects here what the chapter needs on top of :func:`gated_hmoe.e1_rates.ru
 - :func:`slope_rows`: the slope table (worst over-fitted atom error, ``D_1``, identifiable
   part ``V``) with bootstrap intervals and failure counts;
 - :func:`modulus`: the modulus ``m(delta)`` of :mod:`gated_hmoe.estimation.modulus` for a
-  quadratic gate's default truth, cached by configuration.
+  quadratic gate's default truth, cached by configuration;
+- :data:`BANDS`: the chapter's assertion bands (one place, glued into its prose);
+- :func:`make_record` / :func:`load_record` / :func:`record_results`: the runs too slow for
+  the chapter (the 17-level grid, the 2000-iteration budget check), written by
+  ``scripts/e3_records.py`` to ``docs/records/`` with their configuration, versions,
+  commit, date, machine and wall time, and read back by the chapter.
 
 Figures and the explorer: :mod:`gated_hmoe.viz.quadratic`.
 
@@ -23,6 +28,15 @@ Shapes: inputs ``D = 1`` throughout (the default truths of :func:`gated_hmoe.mod
 """
 
 from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -39,6 +53,36 @@ QUADRATIC_GATES: tuple[str, ...] = ("quadratic-monomial", "quadratic-polynomial"
 CHAPTER_EXPERTS: tuple[str, ...] = ("linear", "sigmoid", "silu")
 #: Metrics of the slope table, in the order printed.
 TABLE_METRICS: tuple[str, ...] = ("worst_overfitted", "d1", "V")
+#: The chapter's sweeps ``(gate, expert, spread)``: spread 0.1 for every expert class,
+#: spread 0.3 for linear and SiLU experts (the budget of a 3-minute chapter).
+CHAPTER_SWEEPS: tuple[tuple[str, str, float], ...] = (
+    *((g, e, 0.1) for g in QUADRATIC_GATES for e in CHAPTER_EXPERTS),
+    *((g, e, 0.3) for g in QUADRATIC_GATES for e in ("linear", "silu")))
+
+#: The chapter's assertion bands, set from one feasibility run (the same seeds) and
+#: glued into its prose from here. ``modulus_*``: exponent of ``m(delta)`` for ridge
+#: experts and the round-off ceiling for linear ones; ``worst_ridge``/``d1_ridge``: main-range
+#: slopes of non-linear experts (the bands of the linear-gate contrast); ``worst_linear_*``:
+#: main-range slope of linear experts per gate; ``V``: identifiable part, every sweep;
+#: ``plateau_over_silu``: linear plateau at ``1e17`` over the SiLU median of the same gate and
+#: spread (at least); ``gate_ratio``: polynomial over monomial median worst error at ``1e17``
+#: (at least); ``gate_slope_gap``: largest difference of the two gates' slopes;
+#: ``upper_ridge``/``upper_linear``: slopes over ``[UPPER_FIT_MIN, 1e17]``.
+BANDS: dict = {
+    "modulus_zero": 1e-28,
+    "modulus_monomial": (3.5, 4.5),
+    "modulus_polynomial": (7.0, 9.0),
+    "worst_ridge": (-0.32, -0.15),
+    "d1_ridge": (-0.65, -0.30),
+    "V": (-0.70, -0.30),
+    "worst_linear_monomial": (-0.10, 0.10),
+    "worst_linear_polynomial": (-0.20, 0.10),
+    "plateau_over_silu": 5.0,
+    "gate_ratio": 1.5,
+    "gate_slope_gap": 0.10,
+    "upper_ridge": (-0.32, -0.18),
+    "upper_linear": (-0.10, 0.10),
+}
 
 
 
@@ -123,6 +167,38 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def split_halves(result, index: int = -1) -> dict:
+    """Per-replicate half-separation of the over-fitted pair at grid point ``index``:
+    ``{coordinate: (replicates,)}`` (coordinates as in :func:`split_profile`; ``nan`` for a
+    replicate whose cells are not (2, 1) or whose fit is not finite)."""
+    cfg = result.config
+    spec = moe.make_spec(expert=cfg.expert, gate=cfg.gate, k=cfg.k_fit, D=1)
+    names = (["beta1"] if cfg.gate == "quadratic-polynomial" else []) + ["A", "a", "b"]
+    reps = result.points[index]["replicates"]
+    out = np.full((len(names), len(reps)), np.nan)
+    for r, rep in enumerate(reps):
+        over = np.array(rep["atom_overfitted"], bool)
+        if over.sum() != 2 or not np.all(np.isfinite(rep["theta"])):
+            continue
+        M = moe.unpack(jnp.asarray(rep["theta"]), spec)
+        cols = ([np.asarray(M.beta1)] if cfg.gate == "quadratic-polynomial" else []) + [
+            np.asarray(M.quad).reshape(cfg.k_fit, -1), np.asarray(M.expert)]
+        om = np.concatenate(cols, 1)[over]
+        out[:, r] = np.abs(om[0] - om[1]) / 2
+    return dict(zip(names, out))
+
+
+def split_slopes(result) -> dict:
+    """``{coordinate: Slope}``: log-log slope of the pair's half-separation per coordinate
+    (:func:`split_halves`) against ``n / nu`` over the sweep's slope range, with the same
+    bootstrap over replicates as the sweep's slopes (a skipped replicate counts as a failed
+    fit)."""
+    lo, hi = result.config.slope_range()
+    halves = [split_halves(result, i) for i in range(len(result.points))]
+    return {k: rates.slope(result.x, np.array([h[k] for h in halves]), x_min=lo, x_max=hi,
+                           seed=result.config.seed) for k in halves[0]}
+
+
 def split_profile(result, index: int = -1) -> dict:
     """Median (over replicates) half-separation of the two over-fitted atoms, per coordinate.
 
@@ -132,22 +208,10 @@ def split_profile(result, index: int = -1) -> dict:
     only), ``A``, ``a``, ``b``. Replicates whose cells are not (2, 1) are skipped and counted
     in ``"skipped"``.
     """
-    cfg = result.config
-    spec = moe.make_spec(expert=cfg.expert, gate=cfg.gate, k=cfg.k_fit, D=1)
-    names = (["beta1"] if cfg.gate == "quadratic-polynomial" else []) + ["A", "a", "b"]
-    halves, skipped = [], 0
-    for rep in result.points[index]["replicates"]:
-        over = np.array(rep["atom_overfitted"], bool)
-        if over.sum() != 2 or not np.all(np.isfinite(rep["theta"])):
-            skipped += 1
-            continue
-        M = moe.unpack(jnp.asarray(rep["theta"]), spec)
-        cols = ([np.asarray(M.beta1)] if cfg.gate == "quadratic-polynomial" else []) + [
-            np.asarray(M.quad).reshape(cfg.k_fit, -1), np.asarray(M.expert)]
-        om = np.concatenate(cols, 1)[over]
-        halves.append(np.abs(om[0] - om[1]) / 2)
-    med = np.median(np.array(halves), 0) if halves else np.full(len(names), np.nan)
-    return {**{n: float(v) for n, v in zip(names, med)}, "skipped": skipped}
+    halves = split_halves(result, index)
+    ok = np.all(np.isfinite(np.array(list(halves.values()))), 0)
+    return {**{k: float(np.median(v[ok])) if ok.any() else float("nan")
+               for k, v in halves.items()}, "skipped": int((~ok).sum())}
 
 
 # ------------------------------------------------------------------ modulus for any gate
@@ -189,7 +253,240 @@ def modulus_exponent(deltas, m) -> float:
     """Log-log least-squares slope of ``m(delta)`` against ``delta`` (``nan`` if any ``m <= 0``)."""
     return rates.loglog_slope(deltas, m)[0]
 
+# ------------------------------------------------------------------ records of the long runs
 
-__all__ = ["QUADRATIC_GATES", "CHAPTER_EXPERTS", "TABLE_METRICS", "UPPER_FIT_MIN", "format_rows",
-           "gate_label", "modulus", "modulus_exponent", "run_grid", "slope_rows",
-           "split_profile", "sweep_config", "upper_slopes"]
+#: Where the committed records live (``docs/records/`` of the repository).
+RECORD_DIR: Path = Path(__file__).resolve().parents[2] / "docs" / "records"
+
+#: The runs too slow for the chapter: sweeps, overrides of :func:`sweep_config`, file name.
+#: ``full-grid``: the chapter's ten sweeps on 17 noise levels; ``budget2000``: the
+#: spread-0.1 sweeps of linear and sigmoid experts with a 2000-iteration budget.
+RECORDS: dict = {
+    "full-grid": {"file": "e3_full_grid.json", "sweeps": CHAPTER_SWEEPS,
+                  "overrides": {"points": 17}},
+    "budget2000": {"file": "e3_budget2000.json",
+                   "sweeps": tuple((g, e, 0.1) for g in QUADRATIC_GATES
+                                   for e in ("linear", "sigmoid")),
+                   "overrides": {"max_iter": 2000}},
+}
+
+#: The command that writes a record (run from the repository root).
+RECORD_COMMAND: str = "python scripts/e3_records.py {name}"
+
+
+def record_configs(name: str, **overrides) -> dict:
+    """``{(gate, expert, spread): SweepConfig}`` of record ``name`` (:data:`RECORDS`);
+    ``overrides`` replace fields of the declared configuration (small test runs)."""
+    checks.choice(name, "name", tuple(RECORDS))
+    spec = RECORDS[name]
+    kwargs = {**spec["overrides"], **overrides}
+    return {(g, e, float(sp)): sweep_config(g, e, sp, **kwargs) for g, e, sp in spec["sweeps"]}
+
+
+def rates_command(config: e1_rates.SweepConfig, out: str = "results/e3") -> str:
+    """The ``rates`` command line that runs the sweep ``config`` of :func:`sweep_config`
+    (every field that differs from the command's defaults is a flag; the test suite parses
+    it back and compares the configuration)."""
+    return (f"python -m gated_hmoe rates --expert {config.expert} --gate {config.gate} "
+            f"--k-fit {config.k_fit} --init {config.init} --spread {config.spread:g} "
+            f"--sweep {config.sweep} --n {config.n} --noise-min {config.noise_min:g} "
+            f"--noise-max {config.noise_max:g} --points {config.points} "
+            f"--replicates {config.replicates} --max-iter {config.max_iter} --out {out}")
+
+
+def _finite_or_none(values) -> list:
+    return [[float(v) if math.isfinite(v) else None for v in row] for row in values]
+
+
+def _slope_triple(s) -> list | None:
+    return None if s is None else [s.slope, s.ci[0], s.ci[1]]
+
+
+def _git_commit() -> dict:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
+                                "gated_hmoe", "scripts"], check=True, capture_output=True,
+                               text=True).stdout.strip() != ""
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown", "dirty": None}
+    return {"commit": head, "dirty": dirty}
+
+
+def _upper_slope(result, metric: str = "worst_overfitted"):
+    """:func:`upper_slopes` of one sweep; ``None`` when fewer than 2 grid points lie in the
+    upper range."""
+    if np.sum(result.x >= UPPER_FIT_MIN * (1 - 1e-9)) < 2:
+        return None
+    return upper_slopes({0: result}, metric=metric)[0]
+
+
+def sweep_entry(key, result, wall_seconds: float) -> dict:
+    """What a record keeps of one sweep: its key and configuration, the grid, the failures
+    per grid point, the per-replicate losses of :data:`TABLE_METRICS` (``None`` for a failed
+    fit), the slopes over the configured range and over ``[UPPER_FIT_MIN, max]`` (``[slope,
+    lo, hi]``) and the wall time of the sweep."""
+    gate, expert, spread = key
+    upper = _upper_slope(result)
+    return {"gate": gate, "expert": expert, "spread": float(spread),
+            "config": result.config.to_dict(), "cache_key": result.config.key(),
+            "x": [float(v) for v in result.x], "failures": result.failures(),
+            "losses": {m: _finite_or_none(result.losses(m)) for m in TABLE_METRICS},
+            "slopes": {m: _slope_triple(result.slopes[m]) for m in TABLE_METRICS},
+            "upper_slope": _slope_triple(upper), "seconds": round(float(wall_seconds), 1)}
+
+
+def make_record(name: str, *, cache_dir=None, machine: str = "unknown", log=None,
+                **overrides) -> dict:
+    """Run every sweep of record ``name`` (:data:`RECORDS`) and return the record.
+
+    Each sweep runs through :func:`gated_hmoe.experiments.e1_rates.run_sweep` (pass a fresh
+    ``cache_dir`` for a cold-cache time); its wall time is measured here. The record holds
+    the name, the command, the date, ``machine``, the library versions, the git commit at
+    the start (``dirty``: whether the library or the scripts had uncommitted changes), the
+    total wall time, the machine's 1-minute load average at the start and the end
+    (``load_average``) and one :func:`sweep_entry` per sweep. ``log``: called with one line
+    per finished sweep.
+    """
+    configs = record_configs(name, **overrides)
+    commit = _git_commit()              # the code that runs: the tree at the start
+    load = [round(os.getloadavg()[0], 1)]   # other work on the machine slows the sweeps
+    sweeps, start = [], time.perf_counter()
+    for key, cfg in configs.items():
+        t0 = time.perf_counter()
+        res = e1_rates.run_sweep(cfg, cache_dir=cache_dir, progress=False)
+        sweeps.append(sweep_entry(key, res, time.perf_counter() - t0))
+        if log is not None:
+            log(f"{key}: {sweeps[-1]['seconds']} s, failures {sum(res.failures())}")
+    return {"name": name, "command": RECORD_COMMAND.format(name=name),
+            "overrides": {**RECORDS[name]["overrides"], **overrides},
+            "date": datetime.date.today().isoformat(), "machine": machine,
+            "versions": runner.versions(), **commit,
+            "seconds": round(time.perf_counter() - start, 1),
+            "load_average": load + [round(os.getloadavg()[0], 1)], "sweeps": sweeps}
+
+
+def write_record(record: dict, path) -> None:
+    """Write ``record`` as JSON: metadata indented, one line per sweep."""
+    head = {k: v for k, v in record.items() if k != "sweeps"}
+    text = json.dumps(head, indent=1)[:-2] + ',\n "sweeps": [\n'
+    text += ",\n".join("  " + json.dumps(s, allow_nan=False) for s in record["sweeps"])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text + "\n ]\n}\n")
+    tmp.replace(path)
+
+
+def load_record(name: str, path=None, **overrides) -> dict:
+    """Read record ``name`` (default ``RECORD_DIR / RECORDS[name]["file"]``) and check it:
+    its sweeps are exactly those of :func:`record_configs` (``overrides`` as it was written
+    with), each with the grid, shapes and failure counts of its configuration. Raises
+    ``ValueError`` naming what does not match."""
+    configs = record_configs(name, **overrides)
+    path = Path(path) if path is not None else RECORD_DIR / RECORDS[name]["file"]
+    if not path.is_file():
+        raise ValueError(f"no record {name!r} at {path}: write it with "
+                         f"{RECORD_COMMAND.format(name=name)}")
+    record = json.loads(path.read_text())
+    for field in ("name", "command", "date", "machine", "versions", "commit", "seconds"):
+        if field not in record:
+            raise ValueError(f"record {path}: no {field!r}")
+    if record["name"] != name:
+        raise ValueError(f"record {path} is {record['name']!r}, expected {name!r}")
+    keys = [(s["gate"], s["expert"], s["spread"]) for s in record["sweeps"]]
+    if keys != list(configs):
+        raise ValueError(f"record {path}: sweeps {keys}, expected {list(configs)}")
+    for entry, (key, cfg) in zip(record["sweeps"], configs.items()):
+        if entry["config"] != json.loads(json.dumps(cfg.to_dict())):
+            raise ValueError(f"record {path}, sweep {key}: configuration differs from "
+                             f"record_configs({name!r})")
+        xs = [n / nu for n, nu in cfg.grid()]
+        if len(entry["x"]) != len(xs) or not np.allclose(entry["x"], xs, rtol=1e-9):
+            raise ValueError(f"record {path}, sweep {key}: grid differs from the configuration")
+        for m in TABLE_METRICS:
+            if np.shape(entry["losses"][m]) != (len(xs), cfg.replicates):
+                raise ValueError(f"record {path}, sweep {key}: losses[{m!r}] shape "
+                                 f"{np.shape(entry['losses'][m])}")
+        if any(not 0 <= f <= cfg.replicates for f in entry["failures"]):
+            raise ValueError(f"record {path}, sweep {key}: failures {entry['failures']}")
+    return record
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedSweep:
+    """One sweep of a record, with the parts of
+    :class:`~gated_hmoe.experiments.e1_rates.SweepResult` that the tables use: ``config``,
+    ``x``, :meth:`losses`, :meth:`failures`, :meth:`failure_count` and ``slopes``
+    (recomputed from the recorded losses exactly as :func:`e1_rates.compute_slopes` does)."""
+
+    config: e1_rates.SweepConfig
+    entry: dict
+
+    @property
+    def x(self) -> np.ndarray:
+        return np.array(self.entry["x"], float)
+
+    def losses(self, metric: str) -> np.ndarray:
+        checks.choice(metric, "metric", TABLE_METRICS)
+        return np.array([[np.nan if v is None else v for v in row]
+                         for row in self.entry["losses"][metric]], float)
+
+    def failures(self) -> list[int]:
+        return list(self.entry["failures"])
+
+    def failure_count(self) -> tuple[int, int]:
+        return int(sum(self.failures())), len(self.x) * self.config.replicates
+
+    @property
+    def slopes(self) -> dict:
+        lo, hi = self.config.slope_range()
+        return {m: rates.slope(self.x, self.losses(m), x_min=lo, x_max=hi,
+                               seed=self.config.seed) for m in TABLE_METRICS}
+
+
+def record_results(record: dict) -> dict:
+    """``{(gate, expert, spread): RecordedSweep}`` of a record from :func:`load_record`."""
+    return {(s["gate"], s["expert"], s["spread"]):
+            RecordedSweep(e1_rates.SweepConfig(**s["config"]).validate(), s)
+            for s in record["sweeps"]}
+
+
+def budget_comparison(short: dict, long: dict, *, metric: str = "worst_overfitted") -> dict:
+    """The same sweeps at two iteration budgets (``short``, ``long``: results or recorded
+    sweeps with the same keys, configurations differing only in ``max_iter``).
+
+    ``{key: row}``, each row: ``failures`` ``(short, long)`` and ``fits``; ``medians``
+    ``(short, long)`` of ``metric`` per grid point; ``x``; ``main`` and ``upper`` slope
+    triples ``(short, long)`` over the configured range and ``[UPPER_FIT_MIN, max]``;
+    ``upper_change``: the largest relative change of a median over the upper range.
+    """
+    out = {}
+    for key, b in long.items():
+        a = short[key]
+        if dataclasses.replace(a.config, max_iter=b.config.max_iter) != b.config:
+            raise ValueError(f"short[{key!r}] and long[{key!r}] must be the same sweep, "
+                             "differing only in max_iter")
+        med = [np.median(np.where(np.isfinite(L), L, np.inf), axis=1)
+               for L in (a.losses(metric), b.losses(metric))]
+        up = a.x >= UPPER_FIT_MIN * (1 - 1e-9)
+        uppers = [_upper_slope(r, metric) for r in (a, b)]
+        out[key] = {
+            "failures": (a.failure_count()[0], b.failure_count()[0]),
+            "fits": a.failure_count()[1], "x": a.x, "medians": tuple(med),
+            "main": tuple(_slope_triple(r.slopes[metric]) for r in (a, b)),
+            "upper": tuple(_slope_triple(s) for s in uppers),
+            "upper_change": float(np.max(np.abs(med[1][up] / med[0][up] - 1.0)))
+            if up.any() else float("nan"),
+        }
+    return out
+
+
+__all__ = ["BANDS", "CHAPTER_EXPERTS", "CHAPTER_SWEEPS", "QUADRATIC_GATES", "RECORDS",
+           "RECORD_COMMAND", "RECORD_DIR", "RecordedSweep", "TABLE_METRICS", "UPPER_FIT_MIN",
+           "budget_comparison", "format_rows", "gate_label", "load_record", "make_record",
+           "modulus", "modulus_exponent", "rates_command", "record_configs", "record_results",
+           "run_grid", "slope_rows", "split_halves", "split_profile", "split_slopes",
+           "sweep_config", "sweep_entry", "upper_slopes", "write_record"]

@@ -1,0 +1,57 @@
+"""Write the records of chapter 06's runs that are too slow for the chapter.
+
+    python scripts/e3_records.py full-grid     # docs/records/e3_full_grid.json
+    python scripts/e3_records.py budget2000    # docs/records/e3_budget2000.json
+
+``full-grid``: the chapter's ten sweeps (gate x expert x spread) on 17 noise levels instead
+of 9; ``budget2000``: its spread-0.1 sweeps of linear and sigmoid experts with 2000
+iterations instead of 500 (same seeds). Each sweep is
+:func:`gated_hmoe.experiments.e1_rates.run_sweep` of
+:func:`gated_hmoe.experiments.e3_quadratic.record_configs` -- the same fits as the ``rates``
+command with ``--gate``, e.g. for one sweep of ``full-grid``::
+
+    python -m gated_hmoe rates --expert silu --gate quadratic-polynomial --k-fit 3 \\
+        --init split --spread 0.1 --sweep noise --n 1000 --noise-min 1e-14 \\
+        --noise-max 1e-4 --points 17 --replicates 12 --out results/e3-poly-silu
+
+By default the sweeps run on a fresh temporary cache, so the recorded wall time is a
+cold-cache time. The record holds the configuration of every sweep, the library versions,
+the git commit (and whether the work tree had uncommitted changes), the date, the machine,
+the wall times and the numbers (per-replicate losses, failures, slopes); chapter 06 reads
+it with :func:`gated_hmoe.experiments.e3_quadratic.load_record`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record_run_time import machine  # noqa: E402  (the status page's machine description)
+
+from gated_hmoe.experiments import e3_quadratic as qb  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=sorted(qb.RECORDS), help="which record to write")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: docs/records/<the record's file>")
+    parser.add_argument("--cache-dir", default=None,
+                        help="sweep cache (default: a fresh temporary folder: cold cache)")
+    args = parser.parse_args(argv)
+    out = args.out or qb.RECORD_DIR / qb.RECORDS[args.name]["file"]
+    with tempfile.TemporaryDirectory(prefix="e3-records-") as tmp:
+        record = qb.make_record(args.name, cache_dir=args.cache_dir or tmp, machine=machine(),
+                                log=lambda line: print(line, flush=True))
+    record["cache"] = "given folder" if args.cache_dir else "cold (fresh temporary folder)"
+    qb.write_record(record, out)
+    qb.load_record(args.name, out)          # the file reads back and matches its configuration
+    print(f"wrote {out} ({record['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
