@@ -250,6 +250,18 @@ def test_sweep_writes_one_entry_per_run(tiny_sweep, tmp_path, spy_compute):
     _same_runs(res, before, specs)
 
 
+def test_recorded_seconds_are_those_of_the_computing_call(tiny_sweep, tmp_path):
+    cache, before = tiny_sweep
+    rec = e4.recorded_seconds(TINY, cache_dir=cache)
+    assert rec.keys() == before.seconds.keys() and all(v > 0 for v in rec.values())
+    assert all(rec[v] == pytest.approx(before.seconds[v]) for v in rec)
+    store = runner.Store("transformer", cache := _copy_cache(cache, tmp_path))
+    for s in e4.run_specs(TINY):
+        if s.variant == "G1":
+            store.path(e4.run_key(TINY, s)).unlink()
+    assert set(e4.recorded_seconds(TINY, cache_dir=cache)) == set(rec) - {"G1"}
+
+
 def test_sweep_resumes(tiny_sweep, tmp_path, spy_compute):
     """Drop the cached runs of one variant: only those are recomputed, bit-identical."""
     cache = _copy_cache(tiny_sweep[0], tmp_path)
@@ -302,10 +314,10 @@ def test_figures_and_explorer(tiny_sweep):
                                     res.stack(TINY.curve_variants[0], "bayes_loss"),
                                     steps=TINY.steps),
             vt.plot_stability(e4.stability(res)),
-            vt.plot_attention_maps(res), vt.plot_sink_trace(res),
+            vt.plot_attention_maps(res, ("G1",), lr=TINY.lrs[-1]), vt.plot_sink_trace(res),
             vt.run_maps(res, "G1", 0, 1)]
     assert [len(f.axes) for f in figs] == [TINY.layers, TINY.layers, 1, 1,     # + colour bars
-                                           2 * TINY.layers * TINY.heads + 1, TINY.layers,
+                                           TINY.layers * TINY.heads + 1, TINY.layers,
                                            TINY.heads + 2]
     assert figs[0]._suptitle.get_text().startswith("Attention sink: mean weight")
     findings = {i: style.audit(f) for i, f in enumerate(figs)}

@@ -256,6 +256,24 @@ def run_experiment(cfg: ExperimentConfig = PRESETS["chapter"], *,
     return Results(cfg, {s: runs[s] for s in specs}, seconds)
 
 
+def recorded_seconds(cfg: ExperimentConfig = PRESETS["chapter"], *,
+                     cache_dir: str | os.PathLike | None = None) -> dict[str, float]:
+    """Wall seconds each variant's runs took when they were computed, as recorded with the
+    cached runs of ``cfg`` (``group_seconds``; a variant computed in several groups -- a
+    resumed sweep -- sums them). Variants without a cached run are left out.
+
+    The times are those of whichever machine computed the cache, not of this call.
+    """
+    validate_config(cfg)
+    store = runner.Store("transformer", cache_dir)
+    groups: dict[str, set] = {}
+    for s in run_specs(cfg):
+        hit = store.load(run_key(cfg, s))
+        if hit is not None and "group_seconds" in hit:
+            groups.setdefault(s.variant, set()).add(float(hit["group_seconds"]))
+    return {v: sum(g) for v, g in groups.items()}
+
+
 class Results(NamedTuple):
     """All runs of one sweep: ``cfg``, ``runs`` (:class:`RunSpec` -> dict of
     :class:`gated_hmoe.estimation.training.RunResult` fields as lists) and ``seconds``
@@ -364,5 +382,5 @@ def summary(res: Results) -> dict:
 
 
 __all__ = ["CACHE_VERSION", "PRESETS", "SPIKE_NATS", "ExperimentConfig", "Results", "RunSpec",
-           "fmt", "learning_curves", "run_experiment", "run_key", "run_specs", "sink_table",
+           "fmt", "learning_curves", "recorded_seconds", "run_experiment", "run_key", "run_specs", "sink_table",
            "stability", "summary", "validate_config"]

@@ -73,7 +73,7 @@ def curves_along_line(ts, curves: dict, *, title: str, ylabel: str, colors: dict
     colors = colors or {}
     for label, values in curves.items():
         ax.plot(ts, values, label=label, color=colors.get(label.split(" ")[0]))
-    ax.set(title=title, xlabel="position along the line t (input units)", ylabel=ylabel)
+    ax.set(title=title, xlabel="position ζ along the line (input units)", ylabel=ylabel)
     ax.legend()
     return fig, ax
 

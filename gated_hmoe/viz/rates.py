@@ -86,7 +86,7 @@ def plot_valley_profiles(profiles: dict[str, dict], *, floor: float = 1e-32):
             ax.plot(prof["t"], np.maximum(v, floor), ls, marker="o", color=c,
                     label=f"{name} the valley: {tag}")
         ax.set(xscale="log", yscale="log", title=f"{expert} experts",
-               xlabel="distance t along / across (parameter units)")
+               xlabel="step or shift γ (parameter units)")
         ax.legend(loc="center right")
     axes[0].set_ylabel(r"$\|f_G - f_{G^*}\|^2$ (drawn at $10^{-32}$ if below)")
     fig.tight_layout()
@@ -98,7 +98,7 @@ def plot_modulus(curves, *, floor: float = 1e-32):
     fig, ax = new_figure()
     for cv in curves:
         tag = ("0 to machine precision" if not np.isfinite(cv.exponent)
-               else f"exponent {cv.exponent:.2f}, C = {cv.coef:.1e}")
+               else f"exponent {cv.exponent:.2f}, $C_{{\\mathrm{{m}}}}$ = {cv.coef:.1e}")
         ax.plot(cv.deltas, np.maximum(cv.m, floor), "o-", color=EXPERT_COLORS[cv.expert],
                 label=f"{cv.expert}: {tag}")
     d = curves[0].deltas

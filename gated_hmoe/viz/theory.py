@@ -5,7 +5,7 @@ computes. The results are those of :mod:`gated_hmoe.theory.identifiability`, rea
 their fields (duck typing):
 
 - a rank result has ``order``, ``rank``, ``n_functions``, ``rtol`` and ``log10_spectrum``
-  (:math:`\log_{10}(s_i/s_1)`, descending, ``-inf`` for exact zeros);
+  (:math:`\log_{10}(\lambda_i/\lambda_1)`, descending, ``-inf`` for exact zeros);
 - a valley curve has ``expert``, ``deltas`` (the split steps :math:`\gamma`) and ``l2``
   (:math:`\|f_{G_\gamma} - f_{G^*}\|_{L^2(\mu)}` along the split family);
 - a Le Cam result has ``expert``, ``ns``, ``nu`` and ``bound``.
@@ -39,9 +39,9 @@ FLOOR = 1e-18
 def plot_rank_vs_order(ranks: dict[str, dict[int, int]], *,
                        exact: dict[str, dict[int, int]] | None = None,
                        spectra: dict[str, Any] | None = None):
-    r"""Left: rank against order ``r`` per expert class (float64 filled, exact hollow) with
-    the closed forms :math:`r + 2` (linear) and :math:`(r + 1)^2` (generic ridge) and the
-    count :math:`\binom{r+3}{3}` of functions in three parameters; right (if ``spectra``):
+    r"""Left: rank against the order :math:`q` per expert class (float64 filled, exact hollow) with
+    the closed forms :math:`q + 2` (linear) and :math:`(q + 1)^2` (generic ridge) and the
+    count :math:`\binom{q+3}{3}` of functions in three parameters; right (if ``spectra``):
     :func:`plot_spectra`. Returns ``(fig, axes)``."""
     ncols = 2 if spectra else 1
     fig, axes = new_figure(ncols, width=5.2 * ncols, height=3.8)
@@ -51,9 +51,9 @@ def plot_rank_vs_order(ranks: dict[str, dict[int, int]], *,
     rr = np.arange(0, max(orders) + 1)
     ax.plot(rr, [math.comb(r + 3, 3) for r in rr], ":", color="0.5",
             label="number of functions (3 params)")
-    ax.plot(rr, (rr + 1) ** 2, "--", color="0.3", label=r"generic ridge $(r+1)^2$")
+    ax.plot(rr, (rr + 1) ** 2, "--", color="0.3", label=r"generic ridge $(q+1)^2$")
     ax.plot(rr, [1 if r == 0 else r + 2 for r in rr], "-.", color=EXPERT_COLORS["linear"],
-            alpha=0.5, label=r"linear $r+2$")
+            alpha=0.5, label=r"linear $q+2$")
     for i, (name, d) in enumerate(ranks.items()):
         ks = sorted(d)
         off = (i - 1.5) * 0.06
@@ -65,7 +65,7 @@ def plot_rank_vs_order(ranks: dict[str, dict[int, int]], *,
                     ms=8, color=EXPERT_COLORS[name])
     ax.plot([], [], "s", mfc="none", color="0.3", label="exact rank (hollow)")
     ax.set_xticks(rr)
-    ax.set_xlabel("order r of the derivatives")
+    ax.set_xlabel("order q of the derivatives")
     ax.set_ylabel("rank of the derivative family")
     ax.set_title("Rank of the Taylor family, gate $e^{\\beta x}$")
     ax.legend(loc="upper left", fontsize=7)
@@ -76,7 +76,7 @@ def plot_rank_vs_order(ranks: dict[str, dict[int, int]], *,
 
 
 def plot_spectra(spectra: dict[str, Any], *, ax=None, legend_loc: str | None = "best"):
-    """Normalised singular values :math:`s_i / s_1` (log scale) per expert class, with the
+    r"""Normalised singular values :math:`\lambda_i / \lambda_1` (log scale) per expert class, with the
     tolerance line (``legend_loc=None``: no legend; the ranks go into the title).
     Returns the axes."""
     if ax is None:
@@ -97,7 +97,7 @@ def plot_spectra(spectra: dict[str, Any], *, ax=None, legend_loc: str | None = "
     else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("index i of the singular value")
-    ax.set_ylabel(r"$s_i / s_1$ (exact zeros drawn at $10^{-18}$)")
+    ax.set_ylabel(r"$\lambda_i / \lambda_1$ (exact zeros drawn at $10^{-18}$)")
     if legend_loc is None:
         ranks = ", ".join(f"{r.rank}" for r in spectra.values())
         ax.set_title(f"order {first.order}: ranks {ranks}")

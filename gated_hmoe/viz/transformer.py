@@ -98,9 +98,11 @@ def plot_stability(stab: dict):
 
 
 def plot_attention_maps(res, variants=("MHSA", "G1"), *, seed: int = 0,
-                        layer: int | None = None):
+                        layer: int | None = None, lr: float | None = None):
     """Heat maps of the attention weights on one held-out sequence of the E4 results
-    ``res``: one row per variant, one column per (layer, head) (or per head of ``layer``)."""
+    ``res``: one row per variant, one column per (layer, head) (or per head of ``layer``),
+    for the runs at peak learning rate ``lr`` (default: the sweep's default learning rate;
+    with another ``lr`` the variants must be among ``res.cfg.lr_variants``)."""
     cfg = res.cfg
     layers = range(cfg.layers) if layer is None else [layer]
     cols = [(ly, h) for ly in layers for h in range(cfg.heads)]
@@ -108,7 +110,7 @@ def plot_attention_maps(res, variants=("MHSA", "G1"), *, seed: int = 0,
                            height=2.7 * len(variants), squeeze=False)
     image = None
     for r, v in enumerate(variants):
-        maps = res.get(v, seed, field="maps")
+        maps = res.get(v, seed, lr=lr, field="maps")
         for c, (ly, h) in enumerate(cols):
             ax = axes[r][c]
             image = ax.imshow(maps[ly, h], vmin=0, vmax=1, cmap="viridis")
@@ -119,6 +121,8 @@ def plot_attention_maps(res, variants=("MHSA", "G1"), *, seed: int = 0,
                 ax.set_ylabel("query position i", fontsize=8)
             else:                                   # the row shares its query axis
                 ax.tick_params(labelleft=False)
+    shown_lr = cfg.peak_lr if lr is None else lr
+    fig.suptitle(f"Attention weights, seed {seed}, peak learning rate {shown_lr:g}", fontsize=10)
     fig.tight_layout()
     _shared_colorbar(fig, axes, image)
     return fig
