@@ -34,7 +34,6 @@ import datetime
 import json
 import math
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -302,19 +301,6 @@ def _slope_triple(s) -> list | None:
     return None if s is None else [s.slope, s.ci[0], s.ci[1]]
 
 
-def _git_commit() -> dict:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
-                                "gated_hmoe", "scripts"], check=True, capture_output=True,
-                               text=True).stdout.strip() != ""
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": "unknown", "dirty": None}
-    return {"commit": head, "dirty": dirty}
-
-
 def _upper_slope(result, metric: str = "worst_overfitted"):
     """:func:`upper_slopes` of one sweep; ``None`` when fewer than 2 grid points lie in the
     upper range."""
@@ -351,7 +337,7 @@ def make_record(name: str, *, cache_dir=None, machine: str = "unknown", log=None
     per finished sweep.
     """
     configs = record_configs(name, **overrides)
-    commit = _git_commit()              # the code that runs: the tree at the start
+    commit = runner.source_commit()              # the code that runs: the tree at the start
     load = [round(os.getloadavg()[0], 1)]   # other work on the machine slows the sweeps
     sweeps, start = [], time.perf_counter()
     for key, cfg in configs.items():

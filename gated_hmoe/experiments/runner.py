@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -135,10 +136,27 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
+def source_commit() -> dict:
+    """The git commit of the library's checkout, ``{"commit": sha, "dirty": bool}``
+    (``dirty``: uncommitted changes under ``gated_hmoe/`` or ``scripts/``), or
+    ``{"commit": "unknown", "dirty": None}`` outside a git checkout. Recorded with results
+    that are committed to the repository."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
+                                "gated_hmoe", "scripts"], check=True, capture_output=True,
+                               text=True).stdout.strip() != ""
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown", "dirty": None}
+    return {"commit": head, "dirty": dirty}
+
+
 def progress(iterable, *, desc: str, enabled: bool = True, **kwargs):
     """A ``tqdm`` progress bar over ``iterable`` (silent when ``enabled`` is false)."""
     return tqdm(iterable, desc=desc, disable=not enabled, **kwargs)
 
 
 __all__ = ["CACHE_ENV", "CacheWarning", "Store", "cache_root", "config_key", "progress",
-           "read_json", "versions", "write_json_atomic"]
+           "read_json", "source_commit", "versions", "write_json_atomic"]
