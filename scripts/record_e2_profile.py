@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     for p in positions:
         config = e2_profile.AttentionProfileConfig(position=p, **CONFIG)
         sweep = e2_profile.run_profiles(config, cache_dir=args.cache_dir)
-        record["positions"][p] = sweep.to_dict()
+        out = record["positions"][p] = sweep.to_dict()
         print(f"{p}: {out['certified']}/{out['fits']} certified, fits {out['seconds']:.0f} s",
               flush=True)
     record["load_average"].append(round(os.getloadavg()[0], 1))
