@@ -167,3 +167,36 @@ def test_held_out_seed_keeps_the_valley_contrast_of_chapter_05(tmp_path):
     g1, tied = sweeps["G1"], sweeps["G2-tied"]
     assert g1.max_excess_slope().slope <= 0.25
     assert 0.75 <= tied.max_excess_slope().slope <= 1.25
+
+
+def test_the_committed_e2_record_loads_and_a_tampered_one_is_refused():
+    from pathlib import Path
+
+    record = json.loads((Path(__file__).resolve().parents[1] / "docs" / "records"
+                         / "e2_profile_noise.json").read_text())
+    sweeps = e2_profile.sweeps_from_record(record)
+    assert list(sweeps) == list(heads.LAYER_POSITIONS)
+    for sw in sweeps.values():
+        assert sw.max_excess().shape == (3, 4) and 0 < sw.certified_fraction() <= 1
+    tampered = json.loads(json.dumps(record))
+    tampered["positions"]["G1"]["config"]["n"] = 128
+    with pytest.raises(ValueError, match="cache_key"):
+        e2_profile.sweeps_from_record(tampered)
+    with pytest.raises(ValueError, match="positions"):
+        e2_profile.sweeps_from_record({"commit": "x"})
+
+
+def test_max_excess_figure_follows_the_book_style():
+    from pathlib import Path
+
+    from gated_hmoe.viz import profile as vprofile
+    from gated_hmoe.viz import style
+
+    record = json.loads((Path(__file__).resolve().parents[1] / "docs" / "records"
+                         / "e2_profile_noise.json").read_text())
+    sweeps = e2_profile.sweeps_from_record(record)
+    fig, ax = style.new_figure()
+    vprofile.max_excess_axes(ax, {p: sweeps[p] for p in ("G1", "G2-tied")},
+                             bound=e2_profile.VALLEY_EXCESS_BOUND)
+    assert style.audit(fig) == []
+    assert len(ax.get_lines()) >= 4          # two series, the reference slope, the bound
