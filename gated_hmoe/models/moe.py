@@ -31,7 +31,7 @@ from jaxtyping import Array, ArrayLike, Float
 from gated_hmoe import checks
 
 #: Expert classes: ``linear`` a^T x + b, ``sigmoid`` σ(a^T x + b), ``silu`` SiLU(a^T x + b),
-#: ``glu`` σ(t^T x + s)(c^T x + e) (the literal multiplicative gate of arXiv 2505.06708).
+#: ``glu`` σ(θ^T x + θ_0)(a^T x + b) (the literal multiplicative gate of arXiv 2505.06708).
 EXPERTS: tuple[str, ...] = ("linear", "sigmoid", "silu", "glu")
 
 #: Gate classes: ``linear`` β1^T x + β0, ``quadratic-monomial`` x^T A x + β0,
@@ -58,7 +58,8 @@ class MixingMeasure(NamedTuple):
     - ``beta0: (k,)`` gate intercepts (``exp(beta0)`` are the atom masses);
     - ``beta1: (k, D)`` gate slopes (zeros and unused for the ``quadratic-monomial`` gate);
     - ``expert: (k, P)`` expert parameters ``eta_i``: ``(a, b)`` with ``P = D + 1`` for
-      ``linear``/``sigmoid``/``silu``; ``(t, s, c, e)`` with ``P = 2D + 2`` for ``glu``;
+      ``linear``/``sigmoid``/``silu``; ``(theta, theta0, a, b)`` with ``P = 2D + 2`` for ``glu``
+      (leaf ``sigma(theta^T x + theta0) (a^T x + b)``, the book's notation);
     - ``quad: (k, D, D)`` or ``None``: the matrices ``A_i`` of a quadratic gate,
       ``z_i = x^T A_i x + beta0_i`` (monomial) or ``x^T A_i x + beta1_i^T x + beta0_i``
       (polynomial). ``None`` for the linear gate.

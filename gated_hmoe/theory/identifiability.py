@@ -29,8 +29,8 @@ Expert classes (one input dimension in the rank test, parameters in brackets):
 
 - ``"linear"``: :math:`a x + b` (``a, b``);
 - ``"sigmoid"``: :math:`\sigma(a x + b)`; ``"silu"``: :math:`(a x + b)\,\sigma(a x + b)`;
-- ``"glu"``: :math:`\sigma(t x + s)\,(c x + e)` -- the literal multiplicative gate of
-  arXiv 2505.06708 applied to one linear value channel (``t, s, c, e``);
+- ``"glu"``: :math:`\sigma(\theta x + \theta_0)\,(a x + b)` -- the literal multiplicative gate
+  of arXiv 2505.06708 applied to one linear value channel (``theta, theta0, a, b``);
 - ``"generic"`` (exact rank only): :math:`s(a x + b)` for an undefined smooth ``s`` whose
   derivatives are treated as algebraically independent -- the largest rank any ridge
   expert can reach.
