@@ -18,6 +18,14 @@ def _colour(sweep) -> str:
     return EXPERT_COLORS.get(sweep.config.expert, "0.3")
 
 
+def _quartiles(values):
+    """Median and interquartile range over replicates (last axis) of ``values (points, R)``,
+    as order statistics, not interpolation: undetermined (non-finite) values rank last."""
+    v = np.where(np.isfinite(values), values, np.inf)
+    return (np.median(v, 1), np.quantile(v, 0.25, 1, method="lower"),
+            np.quantile(v, 0.75, 1, method="higher"))
+
+
 def excess_axes(ax, sweep, point: int = -1, *, colour=None):
     """``Delta L_n(delta) / nu`` against ``delta`` for every replicate at one grid point,
     with the threshold ``c`` (dashed); uncertified offsets are left out of the curves."""
@@ -49,11 +57,7 @@ def radius_axes(ax, sweeps: dict, *, c: float | None = None, reference: float | 
     first = None
     for label, sw in sweeps.items():
         r, status = sw.radii(c)
-        r = np.where(np.isfinite(r), r, np.inf)
-        med = np.median(r, 1)
-        # order statistics, not interpolation: undetermined radii rank last (inf)
-        q1 = np.quantile(r, 0.25, 1, method="lower")
-        q3 = np.quantile(r, 0.75, 1, method="higher")
+        med, q1, q3 = _quartiles(r)
         colour = _colour(sw)
         censored = np.mean(status == "censored", 1) >= 0.5
         ok = np.isfinite(med)                  # a median that is undetermined is not drawn
@@ -92,11 +96,7 @@ def max_excess_axes(ax, sweeps: dict, *, bound: float | None = None, colours: di
     first median (1: the excess grows like ``n / nu``)."""
     top = None
     for i, (label, sw) in enumerate(sweeps.items()):
-        e = sw.max_excess()
-        e = np.where(np.isfinite(e), np.maximum(e, 1e-3), np.inf)
-        med = np.median(e, 1)
-        q1 = np.quantile(e, 0.25, 1, method="lower")
-        q3 = np.quantile(e, 0.75, 1, method="higher")
+        med, q1, q3 = _quartiles(np.maximum(sw.max_excess(), 1e-3))
         colour = (colours or {}).get(label) or _colour(sw)
         ok = np.isfinite(med)
         ax.plot(sw.x[ok], med[ok], "-", marker=SERIES_MARKERS[i % len(SERIES_MARKERS)],
