@@ -9,7 +9,11 @@ defaults below); the record holds that configuration, per position the sweep's r
 ``attention-profile`` writes them to ``results.json``, with the seconds its fits took), the
 library versions, the git commit (and whether the library or scripts had uncommitted
 changes), the date, the machine's core count and its load average at the start and the end.
-Rerunning resumes from the cache.
+Rerunning resumes from the cache. ``--seeds`` draws other data with the same configuration: the
+calibration record of the threshold ``c`` (seeds 1-3, the two ridge positions) is
+
+    .venv/bin/python scripts/record_e2_profile.py --seeds 1,2,3 --positions G2-tied,ridge \
+        --out docs/records/e2_profile_calibration.json
 """
 
 from __future__ import annotations
@@ -28,7 +32,13 @@ from gated_hmoe.models import heads  # noqa: E402
 
 #: The record's sweep (the README's first E2 profile table).
 CONFIG = dict(sweep="noise", n=256, noise_min=1e-10, noise_max=1e-6, points=3, replicates=4,
-              offsets=(0.02, 2.0, 7), seed=0)
+              offsets=(0.02, 2.0, 7))
+#: The local grid of the ridge radius slope: five noise levels where every calibration
+#: sweep's median radius is well inside the grid (``n / nu`` from 2.6e10 to 2.6e14), offsets
+#: down to 0.005 (below the radius expected at 2.6e14).
+LOCAL = dict(sweep="noise", n=256, noise_min=1e-12, noise_max=1e-8, points=5, replicates=4,
+             offsets=(0.005, 2.0, 9))
+GRIDS = {"record": CONFIG, "local": LOCAL}
 
 
 def main(argv=None) -> int:
@@ -36,29 +46,49 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs/records/e2_profile_noise.json")
     parser.add_argument("--positions", default=",".join(heads.LAYER_POSITIONS),
                         help="comma-separated gate positions (default: all nine)")
+    parser.add_argument("--seeds", default="0",
+                        help="comma-separated seeds (default 0, the record chapter 05 asserts "
+                             "on); with several, the record's positions are keyed P@seed")
+    parser.add_argument("--grid", choices=tuple(GRIDS), default="record",
+                        help="record: the nine-position noise sweep (default); local: the "
+                             "ridge radius slope's five noise levels")
     parser.add_argument("--cache-dir", default=None)
     args = parser.parse_args(argv)
     positions = [p.strip() for p in args.positions.split(",") if p.strip()]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"argument --seeds: expected comma-separated integers, got {args.seeds!r}")
+    if not seeds or min(seeds) < 0:
+        parser.error(f"argument --seeds: expected non-negative integers, got {args.seeds!r}")
     for p in positions:
         try:
             heads.check_layer_position(p)
         except ValueError as err:
             parser.error(f"argument --positions: {err}")
-    record = {"description": "E2 surplus-head profiles, every gate position, one noise sweep",
-              "command": "python -m gated_hmoe attention-profile --position P --sweep noise "
-                         "--n 256 --noise-min 1e-10 --noise-max 1e-6 --points 3 "
-                         "--replicates 4 --offsets 0.02,2,7",
+    g = GRIDS[args.grid]
+    record = {"description": f"E2 surplus-head profiles, grid {args.grid!r}, one noise sweep",
+              "command": f"python -m gated_hmoe attention-profile --position P --sweep noise "
+                         f"--n {g['n']} --noise-min {g['noise_min']:g} --noise-max "
+                         f"{g['noise_max']:g} --points {g['points']} --replicates "
+                         f"{g['replicates']} --offsets {','.join(f'{v:g}' for v in g['offsets'])}"
+                         f" --seed S",
+              "grid": args.grid,
+              "seeds": seeds,
               "script": "scripts/record_e2_profile.py",
               **runner.source_commit(), "date": datetime.date.today().isoformat(),
               "machine": f"{os.cpu_count()} CPU cores",
               "load_average": [round(os.getloadavg()[0], 1)], "versions": runner.versions(),
               "positions": {}}
-    for p in positions:
-        config = e2_profile.AttentionProfileConfig(position=p, **CONFIG)
-        sweep = e2_profile.run_profiles(config, cache_dir=args.cache_dir)
-        out = record["positions"][p] = sweep.to_dict()
-        print(f"{p}: {out['certified']}/{out['fits']} certified, fits {out['seconds']:.0f} s",
-              flush=True)
+    for seed in seeds:
+        for p in positions:
+            config = e2_profile.AttentionProfileConfig(position=p,
+                                                       **{**GRIDS[args.grid], "seed": seed})
+            sweep = e2_profile.run_profiles(config, cache_dir=args.cache_dir)
+            name = p if len(seeds) == 1 else f"{p}@{seed}"
+            out = record["positions"][name] = sweep.to_dict()
+            print(f"{name}: {out['certified']}/{out['fits']} certified, fits "
+                  f"{out['seconds']:.0f} s", flush=True)
     record["load_average"].append(round(os.getloadavg()[0], 1))
     runner.write_json_atomic(args.out, record, indent=1)
     print(f"wrote {args.out}")

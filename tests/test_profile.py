@@ -178,6 +178,42 @@ def test_sample_complexity_interpolates_and_reports_not_reached(small_sweep):
     assert math.isnan(res.sample_complexity(1e-6))
 
 
+def test_effective_sample_complexity_is_n_over_nu_of_the_same_crossing(small_sweep):
+    _, cfg, res = small_sweep
+    med = res.median_radius()
+    eps = float(np.sqrt(med[0] * med[-1]))
+    # an n sweep at one noise level: n/nu(eps) = n(eps) / nu
+    assert math.isclose(res.effective_sample_complexity(eps), res.sample_complexity(eps) / cfg.noise,
+                        rel_tol=1e-9)
+    assert math.isnan(res.effective_sample_complexity(1e-6))
+    with pytest.raises(ValueError, match="eps must be"):
+        res.effective_sample_complexity(-0.1)
+
+
+def test_null_excess_is_the_first_offset(small_sweep):
+    _, _, res = small_sweep
+    e = res.excess()
+    assert res.null_excess().shape == e.shape[:2]
+    assert np.array_equal(res.null_excess(), e[:, :, 0], equal_nan=True)
+
+
+@pytest.mark.parametrize("draws, quantile, match", [
+    (np.arange(19.0), 0.95, "at least 20 certified draws"),
+    (np.r_[np.arange(19.0), np.nan], 0.95, "got 19"),        # nan is not a draw
+    (np.arange(100.0), 1.0, "quantile must be in"),
+    (np.arange(100.0), 0.0, "quantile must be in"),
+])
+def test_calibrated_threshold_rejects_too_few_draws_and_bad_quantiles(draws, quantile, match):
+    with pytest.raises(ValueError, match=match):
+        profile.calibrated_threshold(draws, quantile)
+
+
+def test_calibrated_threshold_is_the_quantile_of_certified_draws():
+    draws = np.r_[np.arange(1.0, 41.0), [np.nan] * 5]
+    assert profile.calibrated_threshold(draws, 0.5) == pytest.approx(20.5)
+    assert profile.calibrated_threshold(draws, 0.95) == pytest.approx(np.quantile(np.arange(1.0, 41.0), 0.95))
+
+
 def test_cli_profile_writes_results_and_rejects_bad_flags(tmp_path, capsys):
     argv = ["profile", "--expert", "silu", "--n-min", "200", "--n-max", "400", "--points", "2",
             "--replicates", "2", "--offsets", "0.05,2,6", "--cache-dir", str(tmp_path / "c"),
@@ -240,6 +276,7 @@ def test_held_out_seed_keeps_the_chapter_bands(tmp_path):
     ([0.0, 9.0, 1.0, 9.0], ("interpolated", 0.1 * 2 ** (4 / 9))),    # first component only
     ([float("nan"), 1.0, 9.0, 1.0], ("interpolated", 0.2 * 2 ** (3.0 / 8))),
     ([1.0, float("nan"), 9.0, 1.0], ("undetermined", float("nan"))),
+    ([1.0, 9.0, float("nan"), 1.0], ("interpolated", 0.1 * 2 ** (3 / 8))),  # after the cut
     ([9.0, 1.0, 1.0, 1.0], ("below", 0.1)),
     ([1.0, 1.0, 1.0, 1.0], ("censored", 0.8)),
 ])

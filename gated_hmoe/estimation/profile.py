@@ -181,7 +181,9 @@ def radius(deltas: Float[ArrayLike, " K"], excess: Float[ArrayLike, " K"], c: fl
     ``connected=True``: the radius of the set's component that starts at the grid's first
     offset -- the last offset of the leading run inside the set -- for profiles with a
     second, separate branch of near-exact fits (an attention head switched off by a zero
-    value map, :mod:`gated_hmoe.estimation.head_profile`).
+    value map, :mod:`gated_hmoe.estimation.head_profile`); only uncertified offsets before
+    the first certified one outside the set make it undetermined (those after it belong to
+    another component).
 
     >>> r, status = radius(np.array([0.1, 0.2, 0.4]), np.array([0.0, 2.0, 6.0]), 4.0)
     >>> round(r, 6), status
@@ -192,17 +194,23 @@ def radius(deltas: Float[ArrayLike, " K"], excess: Float[ArrayLike, " K"], c: fl
     'interpolated'
     >>> radius(np.array([0.1, 0.2, 0.4]), np.array([np.nan, 1.0, 6.0]), 4.0, connected=True)[1]
     'interpolated'
+    >>> radius(np.array([0.1, 0.2, 0.4]), np.array([1.0, 6.0, np.nan]), 4.0, connected=True)[1]
+    'interpolated'
+    >>> radius(np.array([0.1, 0.2, 0.4]), np.array([1.0, np.nan, 6.0]), 4.0, connected=True)[1]
+    'undetermined'
     """
     d = checks.finite_array(deltas, "deltas", ndim=1)
     e = np.asarray(excess, float)
     if e.shape != d.shape:
         raise ValueError(f"excess must have shape {d.shape} like deltas, got {e.shape}")
     inside = e <= c
+    end = d.size                        # offsets that can still extend the set
     if connected:                       # cut at the first certified offset outside the set
         outside = np.flatnonzero(e > c)
-        inside = inside & (np.arange(d.size) < (outside[0] if outside.size else d.size))
+        end = int(outside[0]) if outside.size else d.size
+        inside = inside & (np.arange(d.size) < end)
     last = int(np.flatnonzero(inside)[-1]) if inside.any() else -1
-    if np.isnan(e[last + 1:]).any():
+    if np.isnan(e[last + 1:end]).any():
         return float("nan"), "undetermined"
     if last == -1:
         return float(d[0]), "below"
@@ -211,6 +219,38 @@ def radius(deltas: Float[ArrayLike, " K"], excess: Float[ArrayLike, " K"], c: fl
     t = (c - e[last]) / (e[last + 1] - e[last])
     log_r = math.log(d[last]) + t * (math.log(d[last + 1]) - math.log(d[last]))
     return float(math.exp(log_r)), "interpolated"
+
+
+def calibrated_threshold(null_excess: Float[ArrayLike, "..."], quantile: float = 0.95
+                         ) -> float:
+    r"""The threshold ``c`` of :func:`radius` calibrated on simulated null draws: the
+    ``quantile`` of ``Delta L_n(delta_0) / nu`` at the true offset over data sets drawn from
+    the truth (a parametric bootstrap of the likelihood-ratio statistic), in place of the
+    chi-square quantile, which assumes a regular model. At an over-fitted truth the model is
+    singular (the pair is one atom, its direction and routers unidentified) and the
+    likelihood ratio is not chi-square; its law is whatever these draws show.
+
+    ``null_excess``: the draws in units of ``nu`` (any shape; ``nan`` -- not certified --
+    is dropped and never counts as a small value). At least ``ceil(1 / (1 - quantile))``
+    certified draws are needed, else ``ValueError``.
+
+    >>> round(calibrated_threshold(np.arange(1.0, 101.0)), 6)
+    95.05
+    >>> calibrated_threshold([1.0, 2.0, np.nan])
+    Traceback (most recent call last):
+    ...
+    ValueError: null_excess must hold at least 20 certified draws for quantile 0.95, got 2
+    """
+    q = checks.real(quantile, "quantile")
+    if not 0 < q < 1:
+        raise ValueError(f"quantile must be in (0, 1), got {q!r}")
+    e = np.asarray(null_excess, float).ravel()
+    e = e[np.isfinite(e)]
+    need = math.ceil(round(1.0 / (1.0 - q), 9))
+    if e.size < need:
+        raise ValueError(f"null_excess must hold at least {need} certified draws for quantile "
+                         f"{q}, got {e.size}")
+    return float(np.quantile(e, q))
 
 
 class MoEPairProblem:
@@ -321,5 +361,6 @@ def profile(problem, *, deltas: Float[ArrayLike, " K"], starts: Float[ArrayLike,
                    np.array([st for _, st in radii]), theta, c, nu, problem.split)
 
 
-__all__ = ["CHI2_95", "RADIUS_STATUS", "MoEPairProblem", "PairFits", "Profile", "fit_pairs",
+__all__ = ["CHI2_95", "RADIUS_STATUS", "MoEPairProblem", "PairFits", "Profile",
+           "calibrated_threshold", "fit_pairs",
            "fit_pairs_batch", "pair_dim", "profile", "radius"]

@@ -373,6 +373,27 @@ def interpolated_medians(sweep: "ProfileSweep", x: np.ndarray, c: float | None =
     return out
 
 
+def _first_crossing(grid: np.ndarray, med: np.ndarray, eps: float) -> float:
+    """The grid value (log-log interpolated) where ``med`` first falls to ``eps``; ``nan``
+    if it never does, or if it already does at the first grid point (unless exactly).
+
+    >>> round(_first_crossing(np.array([1e2, 1e4]), np.array([1.0, 0.1]), 10 ** -0.5), 6)
+    1000.0
+    >>> _first_crossing(np.array([1e2, 1e4]), np.array([1.0, 0.5]), 0.1)
+    nan
+    """
+    hit = np.flatnonzero(med <= eps)
+    if hit.size == 0:
+        return float("nan")
+    i = int(hit[0])
+    if i == 0:
+        return float(grid[0]) if med[0] == eps else float("nan")
+    if not np.isfinite(med[i - 1]):
+        return float("nan")
+    t = (math.log(eps) - math.log(med[i - 1])) / (math.log(med[i]) - math.log(med[i - 1]))
+    return float(math.exp(math.log(grid[i - 1]) + t * (math.log(grid[i]) - math.log(grid[i - 1]))))
+
+
 # ------------------------------------------------------------------ the sweep
 
 @dataclasses.dataclass
@@ -440,22 +461,28 @@ class ProfileSweep:
 
     def sample_complexity(self, eps: float, c: float | None = None) -> float:
         """``n(eps)``: the smallest ``n`` whose median radius is ``<= eps`` (log-log
-        interpolation between grid points); ``nan`` if no grid point reaches it (n-sweeps
-        only)."""
+        interpolation between grid points); ``nan`` if no grid point reaches it, or if the
+        first one already does (``n(eps)`` is then below the grid) (n-sweeps only)."""
         eps = checks.real(eps, "eps", positive=True)
         if self.config.sweep != "n":
             raise ValueError("sample_complexity needs an n sweep (sweep='n')")
-        med, n = self.median_radius(c), self.n.astype(float)
-        hit = np.flatnonzero(med <= eps)
-        if hit.size == 0:
-            return float("nan")
-        i = int(hit[0])
-        if i == 0:
-            return float(n[0]) if med[0] == eps else float("nan")
-        if not np.isfinite(med[i - 1]):
-            return float("nan")
-        t = (math.log(eps) - math.log(med[i - 1])) / (math.log(med[i]) - math.log(med[i - 1]))
-        return float(math.exp(math.log(n[i - 1]) + t * (math.log(n[i]) - math.log(n[i - 1]))))
+        return _first_crossing(self.n.astype(float), self.median_radius(c), eps)
+
+    def effective_sample_complexity(self, eps: float, c: float | None = None) -> float:
+        """``(n / nu)(eps)``: the smallest effective sample size ``n / nu`` whose median
+        radius is ``<= eps``, as :meth:`sample_complexity` (any sweep). By the fixed-design
+        identity the least-squares problem depends on ``(n, nu)`` only through ``n / nu``
+        and the design, so at noise ``nu`` it reads as ``n = nu (n / nu)(eps)`` for the
+        sweep's design."""
+        eps = checks.real(eps, "eps", positive=True)
+        return _first_crossing(self.x, self.median_radius(c), eps)
+
+    def null_excess(self) -> np.ndarray:
+        """``(points, R)`` the excess at the grid's first offset, next to the split: where
+        the truth is the merged pair (``delta = 0``), a draw of the likelihood-ratio
+        statistic under the truth, up to the population part ``n m(delta_1) / nu`` (to be
+        checked small), for :func:`gated_hmoe.estimation.profile.calibrated_threshold`."""
+        return self.excess()[:, :, 0]
 
     def max_excess(self) -> np.ndarray:
         """``(points, R)`` the largest certified excess over the whole grid of offsets."""

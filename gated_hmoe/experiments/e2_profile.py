@@ -255,6 +255,61 @@ def sweeps_from_record(record: dict) -> dict[str, e1_profile.ProfileSweep]:
     return out
 
 
-__all__ = ["AttentionProfileConfig", "MEMORY_BASE", "MEMORY_PER_RECORD", "MEMORY_PER_SAMPLE",
+@dataclasses.dataclass(frozen=True)
+class RadiusCalibration:
+    """A radius threshold calibrated on sweeps of ridge positions (seeds then not used for an
+    asserted run): ``c`` is the ``quantile`` of the pooled null draws ``draws`` (the excess
+    at each sweep's first offset,
+    :meth:`~gated_hmoe.experiments.e1_profile.ProfileSweep.null_excess`; ``nan``: not
+    certified) by :func:`gated_hmoe.estimation.profile.calibrated_threshold`."""
+
+    c: float
+    quantile: float
+    draws: np.ndarray
+
+
+#: The theory slope of a ridge leaf's radius against ``n / nu``: ``r_n ~ (nu / n)^{1/4}``.
+RIDGE_RADIUS_SLOPE: float = -0.25
+#: Smallest half-width of a radius slope band (declared before the asserted runs): the
+#: bootstrap over 4 replicate curves has 35 distinct resamples, so its intervals understate
+#: the spread from seed to seed (E1's bands rest on 8 replicates).
+RADIUS_BAND_MIN_WIDTH: float = 0.05
+
+
+def calibrate_radius(sweeps: dict, quantile: float = 0.95) -> RadiusCalibration:
+    """The threshold of :class:`RadiusCalibration` from ``sweeps`` (``name -> ProfileSweep``
+    of ridge positions, :data:`gated_hmoe.models.heads.MASSFUL`, whose truth is the merged
+    pair, so the excess at the first offset is a null draw up to its population part).
+    ``ValueError`` naming ``sweeps`` if one is not a ridge position."""
+    _check_ridge(sweeps)
+    draws = np.concatenate([sw.null_excess().ravel() for sw in sweeps.values()])
+    return RadiusCalibration(profile.calibrated_threshold(draws, quantile), float(quantile),
+                             draws)
+
+
+def radius_band(sweeps: dict, c: float, *, min_width: float = RADIUS_BAND_MIN_WIDTH
+                ) -> tuple[float, float]:
+    """The band around :data:`RIDGE_RADIUS_SLOPE` that covers the 95% interval of every
+    calibration sweep's radius slope at threshold ``c`` (over its resolved points,
+    :meth:`~gated_hmoe.experiments.e1_profile.ProfileSweep.slope`), at least ``min_width``
+    on each side (:func:`gated_hmoe.experiments.e1_profile.band_from_calibration`); ``sweeps``:
+    ``name -> ProfileSweep`` of one ridge position."""
+    _check_ridge(sweeps)
+    slopes = [sw.slope(c, resolved=True) for sw in sweeps.values()]
+    return e1_profile.band_from_calibration([(s.slope, s.ci) for s in slopes],
+                                            RIDGE_RADIUS_SLOPE, min_width=min_width)
+
+
+def _check_ridge(sweeps: dict) -> None:
+    if not isinstance(sweeps, dict) or not sweeps:
+        raise ValueError("sweeps must be a non-empty dict of ProfileSweep")
+    for name, sw in sweeps.items():
+        if getattr(sw.config, "position", None) not in heads.MASSFUL:
+            raise ValueError(f"sweeps[{name!r}] must be a sweep of a ridge position "
+                             f"{heads.MASSFUL}, got {getattr(sw.config, 'position', None)!r}")
+
+
+__all__ = ["AttentionProfileConfig", "RADIUS_BAND_MIN_WIDTH", "RIDGE_RADIUS_SLOPE",
+           "RadiusCalibration", "calibrate_radius", "radius_band", "MEMORY_BASE", "MEMORY_PER_RECORD", "MEMORY_PER_SAMPLE",
            "POST_FIELDS", "VALLEY_EXCESS_BOUND", "peak_bytes", "population_starts", "replicate_data",
            "run_point", "run_profiles", "sweeps_from_record"]

@@ -48,20 +48,30 @@ def excess_axes(ax, sweep, point: int = -1, *, colour=None):
     return ax
 
 
-def radius_axes(ax, sweeps: dict, *, c: float | None = None, reference: float | None = -0.25):
+def radius_axes(ax, sweeps: dict, *, c: float | None = None, reference: float | None = -0.25,
+                colours: dict | None = None, resolved=()):
     """Median radius (interquartile band) against ``n / nu`` for several sweeps
-    (``label -> ProfileSweep``); the legend states each slope with its bootstrap 95%
-    interval over whole replicate curves and the certified share; hollow markers: the
-    median radius is censored at the grid's end. ``reference``: a theory slope drawn through
-    the first sweep's first median (dotted)."""
+    (``label -> ProfileSweep``) at threshold ``c`` (default each sweep's own); the legend
+    states each slope with its bootstrap 95% interval over whole replicate curves and the
+    certified share; hollow markers: the median radius is censored at the grid's end.
+    ``reference``: a theory slope drawn through the first sweep's first median (dotted);
+    ``colours``: ``label -> colour`` (default the expert class's); ``resolved``: labels whose
+    slope is fitted from the first point whose median radius is inside the grid
+    (:meth:`~gated_hmoe.experiments.e1_profile.ProfileSweep.slope`; the others' over the
+    whole grid)."""
     first = None
     for label, sw in sweeps.items():
         r, status = sw.radii(c)
         med, q1, q3 = _quartiles(r)
-        colour = _colour(sw)
+        colour = (colours or {}).get(label) or _colour(sw)
         censored = np.mean(status == "censored", 1) >= 0.5
         ok = np.isfinite(med)                  # a median that is undetermined is not drawn
-        slope = sw.slope(c).label() if len(sw.points) >= 2 else "no slope (one point)"
+        if len(sw.points) < 2:
+            slope = "no slope (one point)"
+        elif label in resolved:
+            slope = sw.slope(c, resolved=True).label() + " (resolved points)"
+        else:
+            slope = sw.slope(c).label()
         ax.plot(sw.x[ok], med[ok], "-", color=colour,
                 label=f"{label}: {slope}; certified {sw.certified_fraction():.0%}")
         ax.plot(sw.x[ok & ~censored], med[ok & ~censored], "o", color=colour)
@@ -87,13 +97,14 @@ def radius_axes(ax, sweeps: dict, *, c: float | None = None, reference: float | 
 
 
 def max_excess_axes(ax, sweeps: dict, *, bound: float | None = None, colours: dict | None = None,
-                    reference: float = 1.0):
+                    reference: float | None = 1.0, bound_label: str | None = None):
     """The largest excess along the grid of offsets, ``max_delta Delta L_n(delta) / nu``
     (median over replicates, interquartile band), against ``n / nu`` for several sweeps
     (``label -> ProfileSweep``); the legend states each slope with its bootstrap 95% interval
     over whole replicate curves and the certified share. ``bound``: a level drawn dashed (an
-    excess of order ``nu``); ``reference``: a slope drawn dotted through the highest curve's
-    first median (1: the excess grows like ``n / nu``)."""
+    excess of order ``nu``), named ``bound_label`` in the legend (default its value);
+    ``reference``: a slope drawn dotted through the highest curve's first median (1: the
+    excess grows like ``n / nu``; ``None``: none)."""
     top = None
     for i, (label, sw) in enumerate(sweeps.items()):
         med, q1, q3 = _quartiles(np.maximum(sw.max_excess(), 1e-3))
@@ -106,15 +117,43 @@ def max_excess_axes(ax, sweeps: dict, *, bound: float | None = None, colours: di
         ax.fill_between(sw.x[band], q1[band], q3[band], color=colour, alpha=0.15, linewidth=0)
         if ok.any() and (top is None or med[ok][0] > top[1][0]):
             top = (sw.x[ok], med[ok])
-    if top is not None:
+    if top is not None and reference is not None:
         xs, med = top
         ax.plot(xs, med[0] * (xs / xs[0]) ** reference, ":", color="0.3",
                 label=f"reference slope {reference:+g} (excess ∝ n/ν)")
     if bound is not None:
-        ax.axhline(bound, color="0.2", ls="--", lw=1, label=f"{bound:.2f} ν")
+        ax.axhline(bound, color="0.2", ls="--", lw=1,
+                   label=f"{bound:.2f} ν" if bound_label is None else bound_label)
     ax.set(xscale="log", yscale="log", xlabel="effective sample size n / ν",
            ylabel="largest excess along the offsets, max_δ ΔL_n(δ) / ν")
     ax.legend(loc="upper left")
+    return ax
+
+
+def null_axes(ax, draws, c: float, *, df: int = 1, regular: float | None = None):
+    """The empirical distribution of null draws of ``Delta L_n(delta_0) / nu`` (a step curve;
+    non-finite draws -- uncertified fits -- left out and counted in the legend) against the
+    chi-square law with ``df`` degrees of freedom that a regular model would give, with the
+    calibrated threshold ``c`` and the regular one ``regular`` (default chi-square's 95%
+    quantile) as vertical lines."""
+    import scipy.stats
+
+    v = np.asarray(draws, float).ravel()
+    ok = np.sort(v[np.isfinite(v)])
+    if ok.size == 0:
+        raise ValueError("draws must hold at least one finite value")
+    regular = float(scipy.stats.chi2.ppf(0.95, df)) if regular is None else regular
+    ax.step(ok, np.arange(1, ok.size + 1) / ok.size, where="post", color="0.1",
+            label=f"null draws ({ok.size} certified, {v.size - ok.size} not)")
+    grid = np.linspace(0.0, max(ok.max(), c) * 1.1, 400)
+    ax.plot(grid, scipy.stats.chi2.cdf(grid, df), "--", color="0.5",
+            label=f"χ²_{df} (a regular model)")
+    ax.axvline(c, color="#D55E00", lw=1.5, label=f"calibrated c = {c:.2f}")
+    ax.axvline(regular, color="0.5", lw=1, ls=":", label=f"χ²_{df} 95% quantile {regular:.2f}")
+    ax.axhline(0.95, color="0.8", lw=0.8)
+    ax.set(xlabel="excess at the true offset ΔL_n(δ_0) / ν", ylabel="cumulative share of draws",
+           ylim=(0, 1.02))
+    ax.legend(loc="lower right")
     return ax
 
 
@@ -129,19 +168,27 @@ def profile_panels(sweep):
     return fig, axes
 
 
-def sample_complexity_axes(ax, sweeps: dict, eps, *, reference: float = -4.0):
+def sample_complexity_axes(ax, sweeps: dict, eps, *, reference: float = -4.0,
+                           c: float | None = None, effective: bool = False,
+                           colours: dict | None = None):
     """``n(eps)`` against ``eps`` (log-log) per sweep (``label -> ProfileSweep``, n sweeps);
     a sweep that reaches no ``eps`` is named in the legend as "not reached at any n in
     range (n <= max)". Dotted: the ``eps^reference`` law through the first curve's first
-    point."""
+    point. ``effective=True``: ``(n / nu)(eps)`` instead (any sweep,
+    :meth:`~gated_hmoe.experiments.e1_profile.ProfileSweep.effective_sample_complexity`);
+    ``c``: the radius threshold (default each sweep's own); ``colours`` as in
+    :func:`radius_axes`."""
     eps = np.asarray(eps, float)
     drawn = None
+    name = "n / ν" if effective else "n"
     for label, sw in sweeps.items():
-        n_eps = np.array([sw.sample_complexity(e) for e in eps])
-        colour = _colour(sw)
+        n_eps = np.array([sw.effective_sample_complexity(e, c) if effective
+                          else sw.sample_complexity(e, c) for e in eps])
+        colour = (colours or {}).get(label) or _colour(sw)
+        top = sw.x.max() if effective else sw.n.max()
         if np.all(np.isnan(n_eps)):
             ax.plot([], [], "x", color=colour,
-                    label=f"{label}: not reached at any n in range (n ≤ {sw.n.max():.0e})")
+                    label=f"{label}: not reached at any {name} in range ({name} ≤ {top:.0e})")
             continue
         ax.plot(eps, n_eps, "o-", color=colour, label=label)
         if drawn is None:
@@ -152,9 +199,10 @@ def sample_complexity_axes(ax, sweeps: dict, eps, *, reference: float = -4.0):
         ax.plot(eps, n0 * (eps / e0) ** reference, ":", color="0.3",
                 label=f"reference ε^{reference:g}")
     ax.set(xscale="log", yscale="log", xlabel="target radius ε (offset units)",
-           ylabel="samples n(ε) with median r_n ≤ ε")
+           ylabel=f"{'effective sample size (n / ν)' if effective else 'samples n'}(ε) "
+                  "with median r_n ≤ ε")
     ax.legend(loc="upper right")
     return ax
 
 
-__all__ = ["STATUS_MARKERS", "excess_axes", "max_excess_axes", "profile_panels", "radius_axes", "sample_complexity_axes"]
+__all__ = ["STATUS_MARKERS", "excess_axes", "max_excess_axes", "null_axes", "profile_panels", "radius_axes", "sample_complexity_axes"]
