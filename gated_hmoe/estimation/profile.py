@@ -224,11 +224,15 @@ def radius(deltas: Float[ArrayLike, " K"], excess: Float[ArrayLike, " K"], c: fl
 def calibrated_threshold(null_excess: Float[ArrayLike, "..."], quantile: float = 0.95
                          ) -> float:
     r"""The threshold ``c`` of :func:`radius` calibrated on simulated null draws: the
-    ``quantile`` of ``Delta L_n(delta_0) / nu`` at the true offset over data sets drawn from
-    the truth (a parametric bootstrap of the likelihood-ratio statistic), in place of the
-    chi-square quantile, which assumes a regular model. At an over-fitted truth the model is
-    singular (the pair is one atom, its direction and routers unidentified) and the
-    likelihood ratio is not chi-square; its law is whatever these draws show.
+    ``quantile`` of ``Delta L_n(delta_0) / nu`` at the true offset over data sets simulated
+    from the known truth (an oracle Monte Carlo of the likelihood-ratio statistic; a
+    practitioner would have to simulate from a fit, which at a singular point is a
+    different, unchecked procedure), in place of the chi-square quantile, which assumes a
+    regular model. At an over-fitted truth the model is singular (the pair is one atom, its
+    direction and routers unidentified) and the likelihood ratio is not chi-square; its law
+    is whatever these draws show. Draws that share a data set (one design and noise draw
+    seen at several noise levels) are not independent: count data sets, not draws, when
+    judging the quantile's precision.
 
     ``null_excess``: the draws in units of ``nu`` (any shape; ``nan`` -- not certified --
     is dropped and never counts as a small value). At least ``ceil(1 / (1 - quantile))``

@@ -130,31 +130,44 @@ def max_excess_axes(ax, sweeps: dict, *, bound: float | None = None, colours: di
     return ax
 
 
-def null_axes(ax, draws, c: float, *, df: int = 1, regular: float | None = None):
-    """The empirical distribution of null draws of ``Delta L_n(delta_0) / nu`` (a step curve;
-    non-finite draws -- uncertified fits -- left out and counted in the legend) against the
-    chi-square law with ``df`` degrees of freedom that a regular model would give, with the
-    calibrated threshold ``c`` and the regular one ``regular`` (default chi-square's 95%
-    quantile) as vertical lines."""
+def null_axes(ax, draws, c: float, *, df: int = 1, regular: float | None = None,
+              groups: dict | None = None, xlabel: str = "excess at the true offset ΔL_n(δ_0) / ν"):
+    """The empirical distribution of null draws of the excess (units of ``nu``; a step
+    curve; non-finite draws -- uncertified fits -- left out and counted in the legend)
+    against the chi-square law with ``df`` degrees of freedom that a regular model would
+    give, with the calibrated threshold ``c`` and the regular one ``regular`` (default
+    chi-square's 95% quantile) as vertical lines and the 95% level as a horizontal one.
+    ``groups``: ``label -> draws`` drawn as thin curves too (e.g. one per ``n / nu``, to show
+    whether the draws share one law)."""
     import scipy.stats
 
-    v = np.asarray(draws, float).ravel()
-    ok = np.sort(v[np.isfinite(v)])
+    def ecdf(values, **kwargs):
+        v = np.asarray(values, float).ravel()
+        ok = np.sort(v[np.isfinite(v)])
+        if ok.size:
+            ax.step(ok, np.arange(1, ok.size + 1) / ok.size, where="post", **kwargs)
+        return v.size, ok
+
+    size, ok = ecdf(draws, color="0.1", lw=1.8)
     if ok.size == 0:
         raise ValueError("draws must hold at least one finite value")
+    ax.lines[-1].set_label(f"all null draws ({ok.size} certified, {size - ok.size} not)")
+    for i, (label, values) in enumerate((groups or {}).items()):
+        ecdf(values, color=SERIES_COLOURS[i % len(SERIES_COLOURS)], lw=0.9, label=label)
     regular = float(scipy.stats.chi2.ppf(0.95, df)) if regular is None else regular
-    ax.step(ok, np.arange(1, ok.size + 1) / ok.size, where="post", color="0.1",
-            label=f"null draws ({ok.size} certified, {v.size - ok.size} not)")
     grid = np.linspace(0.0, max(ok.max(), c) * 1.1, 400)
     ax.plot(grid, scipy.stats.chi2.cdf(grid, df), "--", color="0.5",
             label=f"χ²_{df} (a regular model)")
-    ax.axvline(c, color="#D55E00", lw=1.5, label=f"calibrated c = {c:.2f}")
+    ax.axvline(c, color="#882255", lw=1.5, label=f"calibrated c = {c:.2f}")
     ax.axvline(regular, color="0.5", lw=1, ls=":", label=f"χ²_{df} 95% quantile {regular:.2f}")
-    ax.axhline(0.95, color="0.8", lw=0.8)
-    ax.set(xlabel="excess at the true offset ΔL_n(δ_0) / ν", ylabel="cumulative share of draws",
-           ylim=(0, 1.02))
+    ax.axhline(0.95, color="0.75", lw=0.8, label="95% of the draws")
+    ax.set(xlabel=xlabel, ylabel="cumulative share of draws", ylim=(0, 1.02))
     ax.legend(loc="lower right")
     return ax
+
+
+#: Colours of the thin per-group curves of :func:`null_axes` (colour-blind safe).
+SERIES_COLOURS: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9")
 
 
 def profile_panels(sweep):
