@@ -240,7 +240,7 @@ def calibrated_threshold(null_excess: Float[ArrayLike, "..."], quantile: float =
 
     >>> round(calibrated_threshold(np.arange(1.0, 101.0)), 6)
     95.05
-    >>> calibrated_threshold([1.0, 2.0, np.nan])
+    >>> calibrated_threshold(np.array([1.0, 2.0, np.nan]))
     Traceback (most recent call last):
     ...
     ValueError: null_excess must hold at least 20 certified draws for quantile 0.95, got 2
