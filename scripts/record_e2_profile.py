@@ -38,7 +38,12 @@ CONFIG = dict(sweep="noise", n=256, noise_min=1e-10, noise_max=1e-6, points=3, r
 #: down to 0.005 (below the radius expected at 2.6e14).
 LOCAL = dict(sweep="noise", n=256, noise_min=1e-12, noise_max=1e-8, points=5, replicates=4,
              offsets=(0.005, 2.0, 9))
-GRIDS = {"record": CONFIG, "local": LOCAL}
+#: An n-sweep at fixed noise through the local grid's range: n = 256 and 2560 sequences at
+#: nu = 1e-9 (n / nu = 2.6e11, 2.6e12), to compare with the noise sweep at equal n / nu (the
+#: fixed-design identity; the n = 256 point shares its data with the noise sweep's).
+NSWEEP = dict(sweep="n", n_min=256, n_max=2560, points=2, noise=1e-9, replicates=4,
+              offsets=(0.005, 2.0, 9))
+GRIDS = {"record": CONFIG, "local": LOCAL, "nsweep": NSWEEP}
 
 
 def main(argv=None) -> int:
@@ -51,7 +56,8 @@ def main(argv=None) -> int:
                              "on); with several, the record's positions are keyed P@seed")
     parser.add_argument("--grid", choices=tuple(GRIDS), default="record",
                         help="record: the nine-position noise sweep (default); local: the "
-                             "ridge radius slope's five noise levels")
+                             "ridge radius slope's five noise levels; nsweep: n = 256, 2560 at "
+                             "nu = 1e-9 (the fixed-design check)")
     parser.add_argument("--cache-dir", default=None)
     args = parser.parse_args(argv)
     positions = [p.strip() for p in args.positions.split(",") if p.strip()]
@@ -67,10 +73,12 @@ def main(argv=None) -> int:
         except ValueError as err:
             parser.error(f"argument --positions: {err}")
     g = GRIDS[args.grid]
-    record = {"description": f"E2 surplus-head profiles, grid {args.grid!r}, one noise sweep",
-              "command": f"python -m gated_hmoe attention-profile --position P --sweep noise "
-                         f"--n {g['n']} --noise-min {g['noise_min']:g} --noise-max "
-                         f"{g['noise_max']:g} --points {g['points']} --replicates "
+    grid_flags = (f"--n {g['n']} --noise-min {g['noise_min']:g} --noise-max {g['noise_max']:g}"
+                  if g["sweep"] == "noise" else
+                  f"--n-min {g['n_min']} --n-max {g['n_max']} --noise {g['noise']:g}")
+    record = {"description": f"E2 surplus-head profiles, grid {args.grid!r}, one {g['sweep']} sweep",
+              "command": f"python -m gated_hmoe attention-profile --position P --sweep "
+                         f"{g['sweep']} {grid_flags} --points {g['points']} --replicates "
                          f"{g['replicates']} --offsets {','.join(f'{v:g}' for v in g['offsets'])}"
                          f" --seed S",
               "grid": args.grid,
