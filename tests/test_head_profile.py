@@ -212,6 +212,10 @@ def test_the_calibration_records_hold_ridge_positions_on_their_declared_seeds():
             assert sw.config.offsets == (0.005, 2.0, 9) and sw.config.points == 5
     with pytest.raises(ValueError, match="ridge position"):
         e2_profile.calibrate_radius(e2_profile.sweeps_from_record(_record("e2_profile_noise")))
+    nsweep = _record("e2_profile_nsweep")
+    assert nsweep["seeds"] == [0] and nsweep["grid"] == "nsweep"
+    (sw,) = e2_profile.sweeps_from_record(nsweep).values()
+    assert sw.config.sweep == "n" and list(sw.n) == [256, 2560] and sw.config.noise == 1e-9
 
 
 def test_held_out_seed_keeps_the_ridge_radius_slope_in_its_band(tmp_path):
