@@ -258,14 +258,18 @@ def sweeps_from_record(record: dict) -> dict[str, e1_profile.ProfileSweep]:
 @dataclasses.dataclass(frozen=True)
 class RadiusCalibration:
     """A radius threshold calibrated on sweeps of ridge positions (seeds then not used for an
-    asserted run): ``c`` is the ``quantile`` of the pooled null draws ``draws`` (the excess
-    at each sweep's first offset,
+    asserted run): the pooled null draws ``draws`` (the excess at each sweep's first offset,
     :meth:`~gated_hmoe.experiments.e1_profile.ProfileSweep.null_excess`; ``nan``: not
-    certified) by :func:`gated_hmoe.estimation.profile.calibrated_threshold`."""
+    certified) and the ``quantile`` taken of them."""
 
-    c: float
-    quantile: float
     draws: np.ndarray
+    quantile: float
+
+    @property
+    def c(self) -> float:
+        """The threshold: the ``quantile`` of the certified draws
+        (:func:`gated_hmoe.estimation.profile.calibrated_threshold`)."""
+        return profile.calibrated_threshold(self.draws, self.quantile)
 
 
 #: The theory slope of a ridge leaf's radius against ``n / nu``: ``r_n ~ (nu / n)^{1/4}``.
@@ -282,9 +286,10 @@ def calibrate_radius(sweeps: dict, quantile: float = 0.95) -> RadiusCalibration:
     pair, so the excess at the first offset is a null draw up to its population part).
     ``ValueError`` naming ``sweeps`` if one is not a ridge position."""
     _check_ridge(sweeps)
-    draws = np.concatenate([sw.null_excess().ravel() for sw in sweeps.values()])
-    return RadiusCalibration(profile.calibrated_threshold(draws, quantile), float(quantile),
-                             draws)
+    calibration = RadiusCalibration(
+        np.concatenate([sw.null_excess().ravel() for sw in sweeps.values()]), float(quantile))
+    calibration.c                       # too few certified draws or a bad quantile: fail here
+    return calibration
 
 
 def radius_band(sweeps: dict, c: float, *, min_width: float = RADIUS_BAND_MIN_WIDTH

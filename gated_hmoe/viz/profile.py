@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gated_hmoe.viz.style import EXPERT_COLORS, SERIES_MARKERS, new_figure
+from gated_hmoe.viz.style import EXPERT_COLORS, SERIES_COLORS, SERIES_MARKERS, new_figure
 
 #: Markers of the radius status: interpolated (filled), censored at the grid's end (hollow).
 STATUS_MARKERS = {"interpolated": "o", "censored": "^", "below": "v"}
@@ -153,7 +153,7 @@ def null_axes(ax, draws, c: float, *, df: int = 1, regular: float | None = None,
         raise ValueError("draws must hold at least one finite value")
     ax.lines[-1].set_label(f"all null draws ({ok.size} certified, {size - ok.size} not)")
     for i, (label, values) in enumerate((groups or {}).items()):
-        ecdf(values, color=SERIES_COLOURS[i % len(SERIES_COLOURS)], lw=0.9, label=label)
+        ecdf(values, color=SERIES_COLORS[i % len(SERIES_COLORS)], lw=0.9, label=label)
     regular = float(scipy.stats.chi2.ppf(0.95, df)) if regular is None else regular
     grid = np.linspace(0.0, max(ok.max(), c) * 1.1, 400)
     ax.plot(grid, scipy.stats.chi2.cdf(grid, df), "--", color="0.5",
@@ -164,10 +164,6 @@ def null_axes(ax, draws, c: float, *, df: int = 1, regular: float | None = None,
     ax.set(xlabel=xlabel, ylabel="cumulative share of draws", ylim=(0, 1.02))
     ax.legend(loc="lower right")
     return ax
-
-
-#: Colours of the thin per-group curves of :func:`null_axes` (colour-blind safe).
-SERIES_COLOURS: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9")
 
 
 def profile_panels(sweep):

@@ -30,6 +30,9 @@ GATE_COLORS: dict[str, str] = {
     "G5": "#CC79A7",
 }
 
+#: Colours of several series of one kind on one axes (in order; Okabe-Ito, colour-blind safe).
+SERIES_COLORS: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9")
+
 #: Markers that tell several series on one axes apart (in order), with the colours above.
 SERIES_MARKERS: tuple[str, ...] = ("o", "s", "D", "^", "v", "P", "X", "*", "h")
 
@@ -146,4 +149,4 @@ def position_color(position: str) -> str:
 
 
 __all__ = ["EXPERT_COLORS", "GATE_COLORS", "GENERIC_LABELS", "LEVEL_COLORS",
-           "MIN_LEGEND_POINTS", "SERIES_MARKERS", "apply_style", "audit", "check", "new_figure", "position_color"]
+           "MIN_LEGEND_POINTS", "SERIES_COLORS", "SERIES_MARKERS", "apply_style", "audit", "check", "new_figure", "position_color"]
