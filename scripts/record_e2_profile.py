@@ -40,7 +40,7 @@ LOCAL = dict(sweep="noise", n=256, noise_min=1e-12, noise_max=1e-8, points=5, re
              offsets=(0.005, 2.0, 9))
 #: Two n-sweeps at fixed noise through the local grid's range, to compare with the noise
 #: sweep at equal n / nu (the fixed-design identity): n from 26 to 2560 sequences on 5 points
-#: (26, 81, 256, 810, 2560) at nu = 1e-9 ("nsweep", n / nu = 2.6e10 ... 2.6e12) and at
+#: (26, 82, 258, 813, 2560) at nu = 1e-9 ("nsweep", n / nu = 2.6e10 ... 2.6e12) and at
 #: nu = 1e-11 ("nsweep-low", 2.6e12 ... 2.6e14) -- together the local grid's four decades.
 #: Declared before they ran (2026-12-07), for seed 0 against the seed-0 local record: at every
 #: point the median radius is within e1_profile.AGREEMENT_FACTOR (1.5) of the noise sweep's,

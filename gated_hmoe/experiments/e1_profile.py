@@ -523,6 +523,24 @@ class ProfileSweep:
                 "seconds": self.seconds}
 
 
+def sweeps_from_record(entries: dict, config_type=ProfileConfig) -> dict[str, "ProfileSweep"]:
+    """Sweeps from stored :meth:`ProfileSweep.to_dict` entries ``{name: entry}`` (a committed
+    record's), keyed by name. Each entry's configuration is rebuilt as ``config_type``
+    (:class:`ProfileConfig`, or E2's attention configuration), validated, and must hash to
+    the stored cache key; ``ValueError`` naming the entry otherwise."""
+    if not isinstance(entries, dict):
+        raise ValueError(f"entries must be a dict of stored sweeps, got {type(entries).__name__}")
+    out = {}
+    for name, d in entries.items():
+        fields = {**d["config"], "offsets": tuple(d["config"]["offsets"])}
+        config = config_type(**fields).validate()
+        if config.key() != d["cache_key"]:
+            raise ValueError(f"record entry {name!r}: its configuration does not hash to "
+                             "its cache_key (edited or written by another version)")
+        out[name] = ProfileSweep(config, d["points"], d["seconds"], d["versions"])
+    return out
+
+
 def sweep_points(config, label: str, draws: Callable[[], tuple],
                  point: Callable[..., dict], *, cache_dir=None, progress: bool = True
                  ) -> ProfileSweep:
@@ -567,4 +585,5 @@ def run_profiles(config: ProfileConfig, *, cache_dir=None, progress: bool = True
 __all__ = ["VALLEY_EXCESS_BOUND", "MEMORY_BASE", "MEMORY_PER_RECORD", "MEMORY_PER_SAMPLE", "peak_bytes", "check_offsets", "offset_grid", "point_record", "AGREEMENT_FACTOR", "BANDS", "CALIBRATION", "CHAPTER_OFFSETS", "CALIBRATION_SEEDS", "CHAPTER_SIZES", "HELD_OUT_SEED", "POST_FIELDS",
            "band_from_calibration", "chapter_configs", "chapter_noise_configs",
            "interpolated_medians", "ProfileConfig", "ProfileSweep", "SWEEPS", "fixed_design_identity",
-           "population_starts", "replicate_data", "run_point", "run_profiles", "sweep_points"]
+           "population_starts", "replicate_data", "run_point", "run_profiles", "sweep_points",
+           "sweeps_from_record"]

@@ -241,18 +241,11 @@ def run_profiles(config: AttentionProfileConfig, *, cache_dir=None, progress: bo
 def sweeps_from_record(record: dict) -> dict[str, e1_profile.ProfileSweep]:
     """The sweeps stored in a record of several positions (``{"positions": {position:
     ProfileSweep.to_dict()}}``, as ``scripts/record_e2_profile.py`` writes it), keyed by
-    position; each configuration is validated and must hash to the stored cache key."""
+    position; each configuration is validated and must hash to the stored cache key
+    (:func:`gated_hmoe.experiments.e1_profile.sweeps_from_record`)."""
     if not isinstance(record, dict) or not isinstance(record.get("positions"), dict):
         raise ValueError("record must be a dict with a 'positions' mapping")
-    out = {}
-    for position, d in record["positions"].items():
-        fields = {**d["config"], "offsets": tuple(d["config"]["offsets"])}
-        config = AttentionProfileConfig(**fields).validate()
-        if config.key() != d["cache_key"]:
-            raise ValueError(f"record entry {position!r}: its configuration does not hash to "
-                             "its cache_key (edited or written by another version)")
-        out[position] = e1_profile.ProfileSweep(config, d["points"], d["seconds"], d["versions"])
-    return out
+    return e1_profile.sweeps_from_record(record["positions"], AttentionProfileConfig)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,10 @@ and collects here what the chapter needs on top of :func:`gated_hmoe.e1_rates.ru
 - :func:`make_record` / :func:`load_record` / :func:`record_results`: the runs too slow for
   the chapter (the 17-level grid, the 2000-iteration budget check), written by
   ``scripts/e3_records.py`` to ``docs/records/`` with their configuration, versions,
-  commit, date, machine and wall time, and read back by the chapter.
+  commit, date, machine and wall time, and read back by the chapter;
+- :data:`PROFILE_RECORD` / :func:`profile_configs` / :func:`make_profile_record` /
+  :func:`load_profile_record`: what the data determine under each gate -- chapter 04's
+  profile confidence sets of the over-fitted pair, n-sweeps to ``n = 1e5``, as a record.
 
 Figures and the explorer: :mod:`gated_hmoe.viz.quadratic`.
 
@@ -43,7 +46,7 @@ import numpy as np
 from gated_hmoe import checks
 from gated_hmoe.estimation import modulus as modulus_lib
 from gated_hmoe.estimation import rates
-from gated_hmoe.experiments import e1_rates, runner
+from gated_hmoe.experiments import e1_profile, e1_rates, runner
 from gated_hmoe.models import moe
 
 #: The two quadratic gate classes compared in the chapter.
@@ -346,12 +349,18 @@ def make_record(name: str, *, cache_dir=None, machine: str = "unknown", log=None
         sweeps.append(sweep_entry(key, res, time.perf_counter() - t0))
         if log is not None:
             log(f"{key}: {sweeps[-1]['seconds']} s, failures {sum(res.failures())}")
+    return {**_provenance(name, machine, commit, load, start),
+            "overrides": {**RECORDS[name]["overrides"], **overrides}, "sweeps": sweeps}
+
+
+def _provenance(name: str, machine: str, commit: dict, load: list, start: float) -> dict:
+    """A record's metadata: name, command, date, machine, versions, the commit at the start,
+    the wall time since ``start`` and the load average at the start and now."""
     return {"name": name, "command": RECORD_COMMAND.format(name=name),
-            "overrides": {**RECORDS[name]["overrides"], **overrides},
             "date": datetime.date.today().isoformat(), "machine": machine,
             "versions": runner.versions(), **commit,
             "seconds": round(time.perf_counter() - start, 1),
-            "load_average": load + [round(os.getloadavg()[0], 1)], "sweeps": sweeps}
+            "load_average": load + [round(os.getloadavg()[0], 1)]}
 
 
 def write_record(record: dict, path) -> None:
@@ -399,6 +408,76 @@ def load_record(name: str, path=None, **overrides) -> dict:
         if any(not 0 <= f <= cfg.replicates for f in entry["failures"]):
             raise ValueError(f"record {path}, sweep {key}: failures {entry['failures']}")
     return record
+
+
+#: Chapter 06's profile record: what the data determine under each quadratic gate. Chapter
+#: 04's profile confidence set of the over-fitted pair (:mod:`gated_hmoe.experiments.e1_profile`)
+#: for sigmoid and SiLU experts under both gates: ``k* = 2`` fitted with ``k = 3``, an n-sweep
+#: ``n = 1e3 ... 1e5`` on 5 points at ``nu = 1e-6``, 8 replicates, 12 offsets in ``[0.02, 2]``,
+#: ``c = 3.84``, seed 0 (the configuration of the README's first measurement, 2026-12-03, so
+#: this record is a replication of it, not a blind run). Predicted from the moduli of the
+#: chapter (derived: ``m ~ delta^4`` monomial, ``~ delta^8`` polynomial, P3): a radius slope
+#: ``-1/4`` (monomial) and ``-1/8`` (polynomial) once the radius is small, and a polynomial
+#: radius at least the monomial one at every ``n``. Declared before this record was written
+#: (2026-12-07), chapter 06 asserts only the ordering of the median radii at every ``n``
+#: for both experts; the slopes are reported with their intervals.
+PROFILE_RECORD: dict = {
+    "file": "e3_profile.json", "experts": ("sigmoid", "silu"),
+    "config": {"k_fit": 3, "sweep": "n", "n_min": 1000, "n_max": 100_000, "points": 5,
+               "noise": 1e-6, "replicates": 8, "offsets": (0.02, 2.0, 12), "seed": 0}}
+
+
+def profile_configs(**overrides) -> dict[tuple[str, str], e1_profile.ProfileConfig]:
+    """``{(gate, expert): ProfileConfig}`` of :data:`PROFILE_RECORD` (``overrides`` replace
+    fields of the declared configuration, for small test runs)."""
+    kwargs = {**PROFILE_RECORD["config"], **overrides}
+    return {(g, e): e1_profile.ProfileConfig(expert=e, gate=g, **kwargs).validate()
+            for g in QUADRATIC_GATES for e in PROFILE_RECORD["experts"]}
+
+
+def make_profile_record(*, cache_dir=None, machine: str = "unknown", log=None,
+                        **overrides) -> dict:
+    """Run every sweep of :func:`profile_configs` through
+    :func:`gated_hmoe.experiments.e1_profile.run_profiles` and return the record: the
+    metadata of :func:`make_record` and one entry per sweep (its gate, expert and
+    :meth:`~gated_hmoe.experiments.e1_profile.ProfileSweep.to_dict`)."""
+    configs = profile_configs(**overrides)
+    commit = runner.source_commit()
+    load = [round(os.getloadavg()[0], 1)]
+    sweeps, start = [], time.perf_counter()
+    for (gate, expert), cfg in configs.items():
+        sweep = e1_profile.run_profiles(cfg, cache_dir=cache_dir, progress=False)
+        sweeps.append({"gate": gate, "expert": expert, **sweep.to_dict()})
+        if log is not None:
+            log(f"{gate} {expert}: fits {sweep.seconds:.0f} s, certified "
+                f"{sweeps[-1]['certified']}/{sweeps[-1]['fits']}")
+    return {**_provenance("profile", machine, commit, load, start),
+            "overrides": overrides, "sweeps": sweeps}
+
+
+def load_profile_record(path=None, **overrides) -> dict[tuple[str, str], "e1_profile.ProfileSweep"]:
+    """Read the profile record (default ``RECORD_DIR / PROFILE_RECORD["file"]``):
+    ``{(gate, expert): ProfileSweep}``. Its sweeps must be exactly :func:`profile_configs`
+    (``overrides`` as written), each hashing to its stored cache key; ``ValueError`` naming
+    what does not match."""
+    configs = profile_configs(**overrides)
+    path = Path(path) if path is not None else RECORD_DIR / PROFILE_RECORD["file"]
+    if not path.is_file():
+        raise ValueError(f"no profile record at {path}: write it with "
+                         f"{RECORD_COMMAND.format(name='profile')}")
+    record = json.loads(path.read_text())
+    keys = [(s["gate"], s["expert"]) for s in record.get("sweeps", [])]
+    if record.get("name") != "profile" or keys != list(configs):
+        raise ValueError(f"record {path}: sweeps {keys}, expected {list(configs)}")
+    sweeps = e1_profile.sweeps_from_record({f"{g}/{e}": s for (g, e), s
+                                            in zip(keys, record["sweeps"])})
+    out = {}
+    for key, sweep in zip(keys, sweeps.values()):
+        if sweep.config != configs[key]:
+            raise ValueError(f"record {path}, sweep {key}: configuration differs from "
+                             "profile_configs()")
+        out[key] = sweep
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -472,7 +551,8 @@ def budget_comparison(short: dict, long: dict, *, metric: str = "worst_overfitte
 
 __all__ = ["BANDS", "CHAPTER_EXPERTS", "CHAPTER_SWEEPS", "QUADRATIC_GATES", "RECORDS",
            "RECORD_COMMAND", "RECORD_DIR", "RecordedSweep", "TABLE_METRICS", "UPPER_FIT_MIN",
-           "budget_comparison", "format_rows", "gate_label", "load_record", "make_record",
+           "budget_comparison", "format_rows", "gate_label", "load_profile_record", "load_record",
+           "make_profile_record", "make_record", "PROFILE_RECORD", "profile_configs",
            "modulus", "modulus_exponent", "rates_command", "record_configs", "record_results",
            "run_grid", "slope_rows", "split_halves", "split_profile", "split_slopes",
            "sweep_config", "sweep_entry", "upper_slopes", "write_record"]
