@@ -190,6 +190,17 @@ def test_effective_sample_complexity_is_n_over_nu_of_the_same_crossing(small_swe
         res.effective_sample_complexity(-0.1)
 
 
+def test_slope_from_x_min_uses_only_the_later_points(small_sweep):
+    _, _, res = small_sweep
+    full = res.slope()
+    later = res.slope(x_min=float(res.x[1]))
+    assert list(later.x) == list(res.x[1:]) and list(full.x) == list(res.x)
+    # with resolved=True the later of the two starts wins
+    assert list(res.slope(resolved=True, x_min=float(res.x[-2])).x) == list(res.x[-2:])
+    with pytest.raises(ValueError, match="x_min"):
+        res.slope(x_min=-1.0)
+
+
 def test_null_excess_is_the_first_offset(small_sweep):
     _, _, res = small_sweep
     e = res.excess()
