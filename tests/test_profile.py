@@ -201,6 +201,15 @@ def test_slope_from_x_min_uses_only_the_later_points(small_sweep):
         res.slope(x_min=-1.0)
 
 
+def test_design_modulus_is_the_median_excess_over_n_over_nu(small_sweep):
+    _, _, res = small_sweep
+    m = res.design_modulus()
+    e = res.excess()
+    assert m.shape == (e.shape[0], e.shape[2])
+    i, k = e.shape[0] - 1, e.shape[2] - 1
+    assert math.isclose(m[i, k], float(np.nanmedian(e[i, :, k])) / res.x[i], rel_tol=1e-12)
+
+
 def test_null_excess_is_the_first_offset(small_sweep):
     _, _, res = small_sweep
     e = res.excess()

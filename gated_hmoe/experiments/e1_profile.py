@@ -487,6 +487,15 @@ class ProfileSweep:
         checked small), for :func:`gated_hmoe.estimation.profile.calibrated_threshold`."""
         return self.excess()[:, :, 0]
 
+    def design_modulus(self) -> np.ndarray:
+        """``(points, K)`` the median over replicates of ``Delta L_n(delta) / n`` (the excess
+        in units of ``nu`` divided by ``n / nu``). By the fixed-design identity the excess is
+        ``(n / nu) m_n(delta)`` plus noise terms of order ``sqrt((n / nu) m_n(delta))`` and 1,
+        where ``m_n(delta)`` is the modulus of the *design*, ``min ||f_G - f_G*||^2`` in the
+        empirical norm of the drawn inputs over the constrained fits; so where the excess is
+        large this estimates ``m_n(delta)``, and compares designs of different ``n``."""
+        return np.nanmedian(self.excess(), axis=1) / self.x[:, None]
+
     def max_excess(self) -> np.ndarray:
         """``(points, R)`` the largest certified excess over the whole grid of offsets."""
         e = self.excess()
