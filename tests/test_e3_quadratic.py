@@ -198,11 +198,11 @@ PROFILE_SMALL = dict(n_min=100, n_max=150, points=2, replicates=2, offsets=(0.2,
 def test_profile_record_round_trip_and_rejections(tmp_path):
     """A tiny profile record: written, read back as the sweeps it stored (with its
     overrides), refused with other overrides, an edited configuration or a missing file."""
-    record = qb.make_profile_record(cache_dir=tmp_path, machine="test", **PROFILE_SMALL)
+    record = qb.make_profile_record("profile", cache_dir=tmp_path, machine="test", **PROFILE_SMALL)
     assert record["name"] == "profile" and record["overrides"] == PROFILE_SMALL
     path = tmp_path / "profile.json"
     qb.write_record(record, path)
-    sweeps = qb.load_profile_record(path, **PROFILE_SMALL)
+    sweeps = qb.load_profile_record("profile", path, **PROFILE_SMALL)
     assert list(sweeps) == [(g, e) for g in qb.QUADRATIC_GATES for e in ("sigmoid", "silu")]
     for (gate, expert), sw in sweeps.items():
         assert sw.config.gate == gate and sw.config.expert == expert and sw.config.k_fit == 3
@@ -212,30 +212,38 @@ def test_profile_record_round_trip_and_rejections(tmp_path):
         np.median([[np.nan if r is None else r for r in p["radius"]]
                    for p in entry["points"]], 1).tolist(), nan_ok=True)
     with pytest.raises(ValueError, match="configuration differs"):
-        qb.load_profile_record(path, **{**PROFILE_SMALL, "n_max": 160})
+        qb.load_profile_record("profile", path, **{**PROFILE_SMALL, "n_max": 160})
     bad = json.loads(json.dumps(record))
     bad["sweeps"][1]["config"]["replicates"] = 3
     qb.write_record(bad, path)
     with pytest.raises(ValueError, match="cache_key"):
-        qb.load_profile_record(path, **PROFILE_SMALL)
+        qb.load_profile_record("profile", path, **PROFILE_SMALL)
     bad["sweeps"] = bad["sweeps"][:3]
     qb.write_record(bad, path)
     with pytest.raises(ValueError, match="expected"):
-        qb.load_profile_record(path, **PROFILE_SMALL)
+        qb.load_profile_record("profile", path, **PROFILE_SMALL)
     with pytest.raises(ValueError, match="e3_records.py profile"):
-        qb.load_profile_record(tmp_path / "missing.json")
+        qb.load_profile_record("profile", tmp_path / "missing.json")
 
 
-def test_committed_profile_record_is_the_declared_configuration():
-    """The committed record holds the four declared sweeps (both gates, sigmoid and SiLU),
-    each hashing to its cache key, written at a clean commit."""
-    sweeps = qb.load_profile_record()
-    record = json.loads((qb.RECORD_DIR / qb.PROFILE_RECORD["file"]).read_text())
+@pytest.mark.parametrize("name, n, seed", [("profile", [1000, 3162, 10000, 31623, 100000], 0),
+                                           ("profile-noise", [1000] * 9, 0),
+                                           ("profile-noise-heldout", [1000] * 9, 1)])
+def test_committed_profile_records_are_the_declared_configurations(name, n, seed):
+    """Each committed profile record holds the four declared sweeps (both gates, sigmoid and
+    SiLU), each hashing to its cache key, written at a clean commit."""
+    sweeps = qb.load_profile_record(name)
+    record = json.loads((qb.RECORD_DIR / qb.PROFILE_RECORDS[name]["file"]).read_text())
     assert record["dirty"] is False and len(record["commit"]) == 40
+    assert list(sweeps) == [(g, e) for g in qb.QUADRATIC_GATES for e in qb.PROFILE_EXPERTS]
     for sw in sweeps.values():
-        assert list(sw.n) == [1000, 3162, 10000, 31623, 100000]
-        assert sw.config.replicates == 8 and sw.config.noise == 1e-6
-        assert sw.excess().shape == (5, 8, 12)
+        assert list(sw.n) == n and sw.config.replicates == 8 and sw.config.seed == seed
+        assert sw.excess().shape == (len(n), 8, sw.config.offsets[2])
+
+
+def test_profile_configs_rejects_an_unknown_record():
+    with pytest.raises(ValueError, match="name"):
+        qb.profile_configs("profile-typo")
 
 
 # ------------------------------------------------------------------ figures

@@ -242,10 +242,12 @@ def test_held_out_seed_keeps_the_ridge_radius_slope_in_its_band(tmp_path):
 
 def test_held_out_seed_n_sweep_retraces_the_noise_sweep_from_a_few_hundred_sequences(tmp_path):
     """Chapter 05's n-sweep claims, stated after the seed-0 sweeps were seen (the declared
-    agreement failed at n = 26) and checked on the held-out seed 5's record, rerun reduced on
-    fresh draws of seed 5 (n = 26 and 258 at nu = 1e-9): at n = 258 the median radius is
-    within E1's factor of the seed-5 noise sweep's at the same n/nu; at n = 26 it is larger,
-    and the 26-sequence designs' modulus (excess / (n/nu) at delta = 0.21) is smaller."""
+    agreement failed at n = 26) and checked on the held-out seed 5's record, rerun reduced
+    (n = 26 and 258 at nu = 1e-9; the draws are nested, so these are the record's own first
+    258 sequences: a reproduction of the record's points, not new data): at n = 258 the
+    median radius is within E1's factor of the seed-5 noise sweep's at the same n/nu; at
+    n = 26 it is larger, and the 26-sequence designs' modulus (excess / (n/nu) at
+    delta = 0.45 and 0.21) is smaller."""
     calibration = e2_profile.calibrate_radius(
         e2_profile.sweeps_from_record(_record("e2_profile_calibration")))
     noise = e2_profile.sweeps_from_record(_record("e2_profile_local_heldout"))["G2-tied"]
@@ -258,9 +260,9 @@ def test_held_out_seed_n_sweep_retraces_the_noise_sweep_from_a_few_hundred_seque
         noise, sweep.x, calibration.c)
     assert 1 / e1_profile.AGREEMENT_FACTOR <= ratio[1] <= e1_profile.AGREEMENT_FACTOR, ratio
     assert ratio[0] > 1, ratio
-    k = int(np.argmin(np.abs(config.deltas() - 0.2)))
+    k = [int(np.argmin(np.abs(config.deltas() - d))) for d in (0.45, 0.2)]
     modulus = sweep.design_modulus()[:, k]
-    assert modulus[0] < modulus[1], modulus
+    assert np.all(modulus[0] < modulus[1]), modulus
 
 
 def test_max_excess_figure_follows_the_book_style():

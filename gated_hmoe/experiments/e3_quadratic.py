@@ -21,9 +21,10 @@ and collects here what the chapter needs on top of :func:`gated_hmoe.e1_rates.ru
   the chapter (the 17-level grid, the 2000-iteration budget check), written by
   ``scripts/e3_records.py`` to ``docs/records/`` with their configuration, versions,
   commit, date, machine and wall time, and read back by the chapter;
-- :data:`PROFILE_RECORD` / :func:`profile_configs` / :func:`make_profile_record` /
+- :data:`PROFILE_RECORDS` / :func:`profile_configs` / :func:`make_profile_record` /
   :func:`load_profile_record`: what the data determine under each gate -- chapter 04's
-  profile confidence sets of the over-fitted pair, n-sweeps to ``n = 1e5``, as a record.
+  profile confidence sets of the over-fitted pair (an n-sweep to ``n = 1e5``, a noise sweep
+  to ``n / nu = 1e17``), as records.
 
 Figures and the explorer: :mod:`gated_hmoe.viz.quadratic`.
 
@@ -410,38 +411,57 @@ def load_record(name: str, path=None, **overrides) -> dict:
     return record
 
 
-#: Chapter 06's profile record: what the data determine under each quadratic gate. Chapter
+#: Chapter 06's profile records: what the data determine under each quadratic gate. Chapter
 #: 04's profile confidence set of the over-fitted pair (:mod:`gated_hmoe.experiments.e1_profile`)
-#: for sigmoid and SiLU experts under both gates: ``k* = 2`` fitted with ``k = 3``, an n-sweep
-#: ``n = 1e3 ... 1e5`` on 5 points at ``nu = 1e-6``, 8 replicates, 12 offsets in ``[0.02, 2]``,
-#: ``c = 3.84``, seed 0 (the configuration of the README's first measurement, 2026-12-03, so
-#: this record is a replication of it, not a blind run). Predicted from the moduli of the
-#: chapter (derived: ``m ~ delta^4`` monomial, ``~ delta^8`` polynomial, P3): a radius slope
-#: ``-1/4`` (monomial) and ``-1/8`` (polynomial) once the radius is small, and a polynomial
-#: radius at least the monomial one at every ``n``. Declared before this record was written
-#: (2026-12-07), chapter 06 asserts only the ordering of the median radii at every ``n``
-#: for both experts; the slopes are reported with their intervals.
-PROFILE_RECORD: dict = {
-    "file": "e3_profile.json", "experts": ("sigmoid", "silu"),
-    "config": {"k_fit": 3, "sweep": "n", "n_min": 1000, "n_max": 100_000, "points": 5,
-               "noise": 1e-6, "replicates": 8, "offsets": (0.02, 2.0, 12), "seed": 0}}
+#: for sigmoid and SiLU experts under both gates (``k* = 2`` fitted with ``k = 3``, threshold
+#: ``c = 3.84``), one seed per record:
+#:
+#: - ``profile``: an n-sweep ``n = 1e3 ... 1e5`` on 5 points at ``nu = 1e-6``, 8 replicates,
+#:   12 offsets in ``[0.02, 2]``, seed 0 (the configuration of the README's first
+#:   measurement, 2026-12-03: a replication, not a blind run). Declared before it was written
+#:   (2026-12-07): the chapter asserts only that the polynomial gate's median radius is at
+#:   least the monomial gate's at every ``n``, for both experts.
+#: - ``profile-noise``: a noise sweep at ``n = 1000``, ``nu = 1e-4 ... 1e-14`` on 9 points
+#:   (``n / nu`` to ``1e17``, where the polynomial gate's radius is predicted inside the
+#:   modulus's measured range), 8 replicates, 16 offsets in ``[0.001, 2]``, seed 0; and
+#:   ``profile-noise-heldout``: the same with seed 1. Written down before any of them ran
+#:   (2026-12-07, from the chapter's moduli, ``p ~ 4`` and ``~ 8``): over the grid points
+#:   whose median radius is at most 0.4, the polynomial gate's radius slope is shallower than
+#:   the monomial gate's (near ``-1/8`` against ``-1/4``), per expert.
+PROFILE_RECORDS: dict = {
+    "profile": {"file": "e3_profile.json",
+                "config": {"k_fit": 3, "sweep": "n", "n_min": 1000, "n_max": 100_000,
+                           "points": 5, "noise": 1e-6, "replicates": 8,
+                           "offsets": (0.02, 2.0, 12), "seed": 0}},
+    "profile-noise": {"file": "e3_profile_noise.json",
+                      "config": {"k_fit": 3, "sweep": "noise", "n": 1000, "noise_min": 1e-14,
+                                 "noise_max": 1e-4, "points": 9, "replicates": 8,
+                                 "offsets": (0.001, 2.0, 16), "seed": 0}},
+}
+PROFILE_RECORDS["profile-noise-heldout"] = {
+    "file": "e3_profile_noise_heldout.json",
+    "config": {**PROFILE_RECORDS["profile-noise"]["config"], "seed": 1}}
+#: The expert classes of the profile records (ridge experts; linear experts have modulus 0).
+PROFILE_EXPERTS: tuple[str, ...] = ("sigmoid", "silu")
 
 
-def profile_configs(**overrides) -> dict[tuple[str, str], e1_profile.ProfileConfig]:
-    """``{(gate, expert): ProfileConfig}`` of :data:`PROFILE_RECORD` (``overrides`` replace
-    fields of the declared configuration, for small test runs)."""
-    kwargs = {**PROFILE_RECORD["config"], **overrides}
+def profile_configs(name: str, **overrides) -> dict[tuple[str, str], e1_profile.ProfileConfig]:
+    """``{(gate, expert): ProfileConfig}`` of the profile record ``name``
+    (:data:`PROFILE_RECORDS`; ``overrides`` replace fields of its declared configuration, for
+    small test runs)."""
+    checks.choice(name, "name", tuple(PROFILE_RECORDS))
+    kwargs = {**PROFILE_RECORDS[name]["config"], **overrides}
     return {(g, e): e1_profile.ProfileConfig(expert=e, gate=g, **kwargs).validate()
-            for g in QUADRATIC_GATES for e in PROFILE_RECORD["experts"]}
+            for g in QUADRATIC_GATES for e in PROFILE_EXPERTS}
 
 
-def make_profile_record(*, cache_dir=None, machine: str = "unknown", log=None,
+def make_profile_record(name: str, *, cache_dir=None, machine: str = "unknown", log=None,
                         **overrides) -> dict:
-    """Run every sweep of :func:`profile_configs` through
+    """Run every sweep of :func:`profile_configs` ``(name)`` through
     :func:`gated_hmoe.experiments.e1_profile.run_profiles` and return the record: the
     metadata of :func:`make_record` and one entry per sweep (its gate, expert and
     :meth:`~gated_hmoe.experiments.e1_profile.ProfileSweep.to_dict`)."""
-    configs = profile_configs(**overrides)
+    configs = profile_configs(name, **overrides)
     commit = runner.source_commit()
     load = [round(os.getloadavg()[0], 1)]
     sweeps, start = [], time.perf_counter()
@@ -451,31 +471,33 @@ def make_profile_record(*, cache_dir=None, machine: str = "unknown", log=None,
         if log is not None:
             log(f"{gate} {expert}: fits {sweep.seconds:.0f} s, certified "
                 f"{sweeps[-1]['certified']}/{sweeps[-1]['fits']}")
-    return {**_provenance("profile", machine, commit, load, start),
+    return {**_provenance(name, machine, commit, load, start),
             "overrides": overrides, "sweeps": sweeps}
 
 
-def load_profile_record(path=None, **overrides) -> dict[tuple[str, str], "e1_profile.ProfileSweep"]:
-    """Read the profile record (default ``RECORD_DIR / PROFILE_RECORD["file"]``):
+def load_profile_record(name: str, path=None, **overrides
+                        ) -> dict[tuple[str, str], "e1_profile.ProfileSweep"]:
+    """Read the profile record ``name`` (default ``RECORD_DIR / PROFILE_RECORDS[name]["file"]``):
     ``{(gate, expert): ProfileSweep}``. Its sweeps must be exactly :func:`profile_configs`
     (``overrides`` as written), each hashing to its stored cache key; ``ValueError`` naming
     what does not match."""
-    configs = profile_configs(**overrides)
-    path = Path(path) if path is not None else RECORD_DIR / PROFILE_RECORD["file"]
+    configs = profile_configs(name, **overrides)
+    path = Path(path) if path is not None else RECORD_DIR / PROFILE_RECORDS[name]["file"]
     if not path.is_file():
         raise ValueError(f"no profile record at {path}: write it with "
-                         f"{RECORD_COMMAND.format(name='profile')}")
+                         f"{RECORD_COMMAND.format(name=name)}")
     record = json.loads(path.read_text())
     keys = [(s["gate"], s["expert"]) for s in record.get("sweeps", [])]
-    if record.get("name") != "profile" or keys != list(configs):
-        raise ValueError(f"record {path}: sweeps {keys}, expected {list(configs)}")
+    if record.get("name") != name or keys != list(configs):
+        raise ValueError(f"record {path}: {record.get('name')!r} with sweeps {keys}, expected "
+                         f"{name!r} with {list(configs)}")
     sweeps = e1_profile.sweeps_from_record({f"{g}/{e}": s for (g, e), s
                                             in zip(keys, record["sweeps"])})
     out = {}
     for key, sweep in zip(keys, sweeps.values()):
         if sweep.config != configs[key]:
             raise ValueError(f"record {path}, sweep {key}: configuration differs from "
-                             "profile_configs()")
+                             f"profile_configs({name!r})")
         out[key] = sweep
     return out
 
@@ -552,7 +574,7 @@ def budget_comparison(short: dict, long: dict, *, metric: str = "worst_overfitte
 __all__ = ["BANDS", "CHAPTER_EXPERTS", "CHAPTER_SWEEPS", "QUADRATIC_GATES", "RECORDS",
            "RECORD_COMMAND", "RECORD_DIR", "RecordedSweep", "TABLE_METRICS", "UPPER_FIT_MIN",
            "budget_comparison", "format_rows", "gate_label", "load_profile_record", "load_record",
-           "make_profile_record", "make_record", "PROFILE_RECORD", "profile_configs",
+           "make_profile_record", "make_record", "PROFILE_EXPERTS", "PROFILE_RECORDS", "profile_configs",
            "modulus", "modulus_exponent", "rates_command", "record_configs", "record_results",
            "run_grid", "slope_rows", "split_halves", "split_profile", "split_slopes",
            "sweep_config", "sweep_entry", "upper_slopes", "write_record"]
