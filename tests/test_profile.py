@@ -197,8 +197,11 @@ def test_slope_from_x_min_uses_only_the_later_points(small_sweep):
     assert list(later.x) == list(res.x[1:]) and list(full.x) == list(res.x)
     # with resolved=True the later of the two starts wins
     assert list(res.slope(resolved=True, x_min=float(res.x[-2])).x) == list(res.x[-2:])
+    assert list(res.slope(x_max=float(res.x[-2])).x) == list(res.x[:-1])
     with pytest.raises(ValueError, match="x_min"):
         res.slope(x_min=-1.0)
+    with pytest.raises(ValueError, match="x_max"):
+        res.slope(x_max=0.0)
 
 
 def test_design_modulus_is_the_median_excess_over_n_over_nu(small_sweep):

@@ -441,21 +441,25 @@ class ProfileSweep:
         return sum(p["certified"] for p in self.points) / sum(p["fits"] for p in self.points)
 
     def slope(self, c: float | None = None, *, resolved: bool = False,
-              x_min: float | None = None) -> rates.Slope:
+              x_min: float | None = None, x_max: float | None = None) -> rates.Slope:
         """Slope of the median radius against ``n / nu`` (bootstrap over whole replicate
         curves; censored radii enter at the grid's end, undetermined ones as failures).
         ``resolved=True``: only over the grid points from the first one whose median radius
-        is below the grid's end (where the radius measures something); ``x_min``: only over
-        the grid points with ``n / nu >= x_min`` (with ``resolved``, the later start wins)."""
+        is below the grid's end (where the radius measures something); ``x_min``/``x_max``:
+        only over the grid points with ``x_min <= n / nu <= x_max`` (with ``resolved``, the
+        later start wins)."""
         r, _ = self.radii(c)
         if x_min is not None:
             x_min = checks.real(x_min, "x_min", positive=True)
+        if x_max is not None:
+            x_max = checks.real(x_max, "x_max", positive=True)
         if resolved:
             below = np.flatnonzero(self.median_radius(c) < self.config.deltas()[-1])
             if below.size == 0:
                 raise ValueError("no grid point has a median radius below the grid's end")
             x_min = max(float(self.x[below[0]]), x_min or 0.0)
-        return rates.slope(self.x, r, x_min=x_min, seed=self.config.seed, paired=True)
+        return rates.slope(self.x, r, x_min=x_min, x_max=x_max, seed=self.config.seed,
+                           paired=True)
 
     def median_radius(self, c: float | None = None) -> np.ndarray:
         """Median radius per grid point (undetermined radii rank last)."""

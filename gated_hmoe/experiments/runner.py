@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -61,6 +62,23 @@ def config_key(payload: Any, *, length: int = 20) -> str:
     """
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (``nan``, ``inf``) replaced by ``None``, through
+    dicts, lists and tuples: strict JSON for committed records (a slope that cannot be fitted
+    is stored as ``null``, never as a non-standard ``NaN``).
+
+    >>> json_safe({"slope": float("nan"), "medians": [0.5, float("inf")], "n": 3})
+    {'slope': None, 'medians': [0.5, None], 'n': 3}
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = None) -> None:
