@@ -376,17 +376,23 @@ def write_record(record: dict, path) -> None:
     tmp.replace(path)
 
 
+def _read_record(name: str, path, table: dict) -> tuple[Path, dict]:
+    """``(path, record)``: the JSON record ``name`` at ``path`` (default ``RECORD_DIR /
+    table[name]["file"]``); ``ValueError`` naming the command that writes it if missing."""
+    path = Path(path) if path is not None else RECORD_DIR / table[name]["file"]
+    if not path.is_file():
+        raise ValueError(f"no record {name!r} at {path}: write it with "
+                         f"{RECORD_COMMAND.format(name=name)}")
+    return path, json.loads(path.read_text())
+
+
 def load_record(name: str, path=None, **overrides) -> dict:
     """Read record ``name`` (default ``RECORD_DIR / RECORDS[name]["file"]``) and check it:
     its sweeps are exactly those of :func:`record_configs` (``overrides`` as it was written
     with), each with the grid, shapes and failure counts of its configuration. Raises
     ``ValueError`` naming what does not match."""
     configs = record_configs(name, **overrides)
-    path = Path(path) if path is not None else RECORD_DIR / RECORDS[name]["file"]
-    if not path.is_file():
-        raise ValueError(f"no record {name!r} at {path}: write it with "
-                         f"{RECORD_COMMAND.format(name=name)}")
-    record = json.loads(path.read_text())
+    path, record = _read_record(name, path, RECORDS)
     for field in ("name", "command", "date", "machine", "versions", "commit", "seconds"):
         if field not in record:
             raise ValueError(f"record {path}: no {field!r}")
@@ -482,11 +488,7 @@ def load_profile_record(name: str, path=None, **overrides
     (``overrides`` as written), each hashing to its stored cache key; ``ValueError`` naming
     what does not match."""
     configs = profile_configs(name, **overrides)
-    path = Path(path) if path is not None else RECORD_DIR / PROFILE_RECORDS[name]["file"]
-    if not path.is_file():
-        raise ValueError(f"no profile record at {path}: write it with "
-                         f"{RECORD_COMMAND.format(name=name)}")
-    record = json.loads(path.read_text())
+    path, record = _read_record(name, path, PROFILE_RECORDS)
     keys = [(s["gate"], s["expert"]) for s in record.get("sweeps", [])]
     if record.get("name") != name or keys != list(configs):
         raise ValueError(f"record {path}: {record.get('name')!r} with sweeps {keys}, expected "
