@@ -338,3 +338,13 @@ def test_backward_pass_rescues_offsets_stalled_from_below():
     np.testing.assert_allclose(fwd.ssr[:, :2], np.tile(deltas[:2] ** 2 + 1.0, (2, 1)))  # stalled
     np.testing.assert_allclose(both.ssr, np.tile(deltas ** 2, (2, 1)))    # rescued from above
     assert np.all(both.ssr <= fwd.ssr)
+
+
+def test_slope_below_starts_at_the_first_small_median_and_needs_two_points(small_sweep):
+    _, _, res = small_sweep
+    med = res.median_radius()
+    s = res.slope_below(float(med[1]))
+    assert s is not None and list(s.x)[0] >= res.x[0]
+    assert res.slope_below(float(med.min()) / 2) is None        # no point below
+    with pytest.raises(ValueError, match="r_max"):
+        res.slope_below(0.0)

@@ -461,6 +461,17 @@ class ProfileSweep:
         return rates.slope(self.x, r, x_min=x_min, x_max=x_max, seed=self.config.seed,
                            paired=True)
 
+    def slope_below(self, r_max: float, c: float | None = None) -> rates.Slope | None:
+        """The radius slope over the grid points from the first whose median radius is at most
+        ``r_max`` to the last whose median is determined; ``None`` with fewer than two such
+        points (e.g. where a law of the radius is only known below ``r_max``)."""
+        med = self.median_radius(c)
+        ok = np.flatnonzero(med <= checks.real(r_max, "r_max", positive=True))
+        last = np.flatnonzero(np.isfinite(med))[-1] if np.isfinite(med).any() else -1
+        if ok.size == 0 or last - ok[0] < 1:
+            return None
+        return self.slope(c, x_min=float(self.x[ok[0]]), x_max=float(self.x[last]))
+
     def median_radius(self, c: float | None = None) -> np.ndarray:
         """Median radius per grid point (undetermined radii rank last)."""
         r, _ = self.radii(c)

@@ -256,6 +256,22 @@ def modulus_exponent(deltas, m) -> float:
     """Log-log least-squares slope of ``m(delta)`` against ``delta`` (``nan`` if any ``m <= 0``)."""
     return rates.loglog_slope(deltas, m)[0]
 
+
+def modulus_law(deltas, m) -> tuple[float, float]:
+    """``(p, C)`` of the log-log least-squares law ``m(delta) ~ C delta^p``."""
+    p, a = rates.loglog_slope(deltas, m)
+    return p, float(np.exp(a))
+
+
+def predicted_radius(x, c: float, p: float, C: float, end: float) -> np.ndarray:
+    """The radius the law ``m ~ C delta^p`` predicts at effective sample sizes ``x = n / nu``:
+    the offset where ``x m(delta) = c``, ``(c / (x C))^(1/p)``, capped at the grid's ``end``.
+
+    >>> predicted_radius([1e8, 1e12], 3.84, 4.0, 3.84e-4, 2.0).round(3).tolist()
+    [0.1, 0.01]
+    """
+    return np.minimum((c / (np.asarray(x, float) * C)) ** (1 / p), end)
+
 # ------------------------------------------------------------------ records of the long runs
 
 #: Where the committed records live (``docs/records/`` of the repository).
@@ -576,7 +592,7 @@ def budget_comparison(short: dict, long: dict, *, metric: str = "worst_overfitte
 __all__ = ["BANDS", "CHAPTER_EXPERTS", "CHAPTER_SWEEPS", "QUADRATIC_GATES", "RECORDS",
            "RECORD_COMMAND", "RECORD_DIR", "RecordedSweep", "TABLE_METRICS", "UPPER_FIT_MIN",
            "budget_comparison", "format_rows", "gate_label", "load_profile_record", "load_record",
-           "make_profile_record", "make_record", "PROFILE_EXPERTS", "PROFILE_RECORDS", "profile_configs",
+           "make_profile_record", "make_record", "modulus_law", "predicted_radius", "PROFILE_EXPERTS", "PROFILE_RECORDS", "profile_configs",
            "modulus", "modulus_exponent", "rates_command", "record_configs", "record_results",
            "run_grid", "slope_rows", "split_halves", "split_profile", "split_slopes",
            "sweep_config", "sweep_entry", "upper_slopes", "write_record"]
