@@ -238,6 +238,7 @@ def test_committed_profile_records_are_the_declared_configurations(name, n, seed
     assert list(sweeps) == [(g, e) for g in qb.QUADRATIC_GATES for e in qb.PROFILE_EXPERTS]
     for sw in sweeps.values():
         assert list(sw.n) == n and sw.config.replicates == 8 and sw.config.seed == seed
+        assert sw.config.max_iter == qb.PROFILE_MAX_ITER
         assert sw.excess().shape == (len(n), 8, sw.config.offsets[2])
 
 
