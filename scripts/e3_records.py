@@ -5,11 +5,13 @@
     python scripts/e3_records.py profile       # docs/records/e3_profile.json
     python scripts/e3_records.py profile-noise # docs/records/e3_profile_noise.json
     python scripts/e3_records.py profile-noise-heldout
+    python scripts/e3_records.py profile-noise-seed101   # and 102, 103: calibration
 
 ``full-grid``: the chapter's ten sweeps (gate x expert x spread) on 17 noise levels instead
 of 9; ``budget2000``: its spread-0.1 sweeps of linear and sigmoid experts with 2000
 iterations instead of 500 (same seeds); ``profile``, ``profile-noise``,
-``profile-noise-heldout``: the over-fitted pair's profile confidence sets under both gates
+``profile-noise-heldout`` and the calibration seeds ``profile-noise-seed101``-``103``: the
+over-fitted pair's profile confidence sets under both gates
 (:data:`gated_hmoe.experiments.e3_quadratic.PROFILE_RECORDS`, each sweep the ``profile``
 command with ``--gate``). Each rates sweep is
 :func:`gated_hmoe.experiments.e1_rates.run_sweep` of

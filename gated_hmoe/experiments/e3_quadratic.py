@@ -474,6 +474,24 @@ PROFILE_RECORDS: dict = {
 PROFILE_RECORDS["profile-noise-heldout"] = {
     "file": "e3_profile_noise_heldout.json",
     "config": {**PROFILE_RECORDS["profile-noise"]["config"], "seed": 1}}
+#: Seeds of the noise sweep's calibration records ``profile-noise-seed101`` ... (never used
+#: for an asserted run). Declared 2026-12-07, before any of them ran and before the
+#: 1000-iteration records of seeds 0 and 1 were seen: per (gate, expert), the band of the
+#: radius slope over the points whose median radius is at most 0.4
+#: (:meth:`~gated_hmoe.experiments.e1_profile.ProfileSweep.slope_below`) is
+#: :func:`~gated_hmoe.experiments.e1_profile.band_from_calibration` of the calibration seeds'
+#: slopes around the theory's (:data:`PROFILE_THEORY_SLOPE`: ``-1/4`` for the monomial gate's
+#: ``delta^4`` modulus, ``-1/8`` for the polynomial gate's ``delta^8``), from the seeds where
+#: that slope has two or more points; chapter 06 asserts that seed 0 and the held-out seed 1
+#: lie in their bands wherever both a band and their slope exist.
+PROFILE_CALIBRATION_SEEDS: tuple[int, ...] = (101, 102, 103)
+PROFILE_THEORY_SLOPE: dict[str, float] = {"quadratic-monomial": -0.25,
+                                          "quadratic-polynomial": -0.125}
+for _seed in PROFILE_CALIBRATION_SEEDS:
+    PROFILE_RECORDS[f"profile-noise-seed{_seed}"] = {
+        "file": f"e3_profile_noise_seed{_seed}.json",
+        "config": {**PROFILE_RECORDS["profile-noise"]["config"], "seed": _seed}}
+del _seed
 #: The expert classes of the profile records (ridge experts; linear experts have modulus 0).
 PROFILE_EXPERTS: tuple[str, ...] = ("sigmoid", "silu")
 
@@ -603,7 +621,7 @@ def budget_comparison(short: dict, long: dict, *, metric: str = "worst_overfitte
 __all__ = ["BANDS", "CHAPTER_EXPERTS", "CHAPTER_SWEEPS", "QUADRATIC_GATES", "RECORDS",
            "RECORD_COMMAND", "RECORD_DIR", "RecordedSweep", "TABLE_METRICS", "UPPER_FIT_MIN",
            "budget_comparison", "format_rows", "gate_label", "load_profile_record", "load_record",
-           "make_profile_record", "make_record", "modulus_law", "predicted_radius", "PROFILE_EXPERTS", "PROFILE_MAX_ITER", "PROFILE_RECORDS", "profile_configs",
+           "make_profile_record", "make_record", "modulus_law", "predicted_radius", "PROFILE_CALIBRATION_SEEDS", "PROFILE_EXPERTS", "PROFILE_MAX_ITER", "PROFILE_RECORDS", "PROFILE_THEORY_SLOPE", "profile_configs",
            "modulus", "modulus_exponent", "rates_command", "record_configs", "record_results",
            "run_grid", "slope_rows", "split_halves", "split_profile", "split_slopes",
            "sweep_config", "sweep_entry", "upper_slopes", "write_record"]
