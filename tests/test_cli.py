@@ -111,6 +111,23 @@ def test_one_point_profile_runs_and_reports_no_slope(tmp_path, capsys):
     assert (tmp_path / "o" / "profile.png").stat().st_size > 0
 
 
+def test_profile_results_are_strict_json_when_nothing_is_certified(tmp_path, capsys):
+    """A budget of one iteration certifies no fit: every radius is undetermined and the
+    radius slope cannot be fitted; results.json still parses as strict JSON (null, not NaN)."""
+    argv = ["profile", "--n-min", "100", "--n-max", "200", "--points", "2", "--replicates", "1",
+            "--offsets", "0.1,1,2", "--max-iter", "1", "--no-progress",
+            "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "o")]
+    status, _, err = run(argv, capsys)
+    assert status == 0, err
+
+    def refuse(name):
+        raise AssertionError(f"non-standard JSON constant {name} in results.json")
+
+    res = json.loads((tmp_path / "o" / "results.json").read_text(), parse_constant=refuse)
+    assert res["certified"] < res["fits"]
+    assert all(r is None for p in res["points"] for r in p["radius"])
+
+
 def test_library_keeps_refusing_an_explicit_range_without_two_points():
     assert e1_rates.SweepConfig(points=1).validate().slope_note() is not None
     assert e1_rates.SweepConfig(points=2).validate().slope_note() is None

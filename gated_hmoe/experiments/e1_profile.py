@@ -536,7 +536,8 @@ class ProfileSweep:
     def to_dict(self) -> dict:
         r, st = self.radii()
         s = self.slope() if self.slope_note() is None else None
-        return {"config": self.config.to_dict(), "cache_key": self.config.key(),
+        # strict JSON (a slope that cannot be fitted, an undetermined median: null, not NaN)
+        return runner.json_safe({"config": self.config.to_dict(), "cache_key": self.config.key(),
                 "versions": self.versions, "deltas": self.config.deltas().tolist(),
                 "grid": {"n": self.n.tolist(), "noise": [p["noise"] for p in self.points],
                          "effective_sample_size": self.x.tolist()},
@@ -547,7 +548,7 @@ class ProfileSweep:
                             "radius_status": st[i].tolist()} for i, p in enumerate(self.points)],
                 "slopes": {"radius": None if s is None else s.to_dict()},
                 "slope_note": self.slope_note(),
-                "seconds": self.seconds}
+                "seconds": self.seconds})
 
 
 def sweeps_from_record(entries: dict, config_type=ProfileConfig) -> dict[str, "ProfileSweep"]:

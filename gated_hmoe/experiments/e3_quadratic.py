@@ -518,7 +518,7 @@ def make_profile_record(name: str, *, cache_dir=None, machine: str = "unknown", 
     sweeps, start = [], time.perf_counter()
     for (gate, expert), cfg in configs.items():
         sweep = e1_profile.run_profiles(cfg, cache_dir=cache_dir, progress=False)
-        sweeps.append(runner.json_safe({"gate": gate, "expert": expert, **sweep.to_dict()}))
+        sweeps.append({"gate": gate, "expert": expert, **sweep.to_dict()})
         if log is not None:
             log(f"{gate} {expert}: fits {sweep.seconds:.0f} s, certified "
                 f"{sweeps[-1]['certified']}/{sweeps[-1]['fits']}")
