@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import re
+import types
 
 import numpy as np
 import pytest
@@ -228,7 +229,9 @@ def test_profile_record_round_trip_and_rejections(tmp_path):
 
 @pytest.mark.parametrize("name, n, seed", [("profile", [1000, 3162, 10000, 31623, 100000], 0),
                                            ("profile-noise", [1000] * 9, 0),
-                                           ("profile-noise-heldout", [1000] * 9, 1)])
+                                           ("profile-noise-heldout", [1000] * 9, 1),
+                                           *((f"profile-noise-seed{s}", [1000] * 9, s)
+                                             for s in qb.PROFILE_CALIBRATION_SEEDS)])
 def test_committed_profile_records_are_the_declared_configurations(name, n, seed):
     """Each committed profile record holds the four declared sweeps (both gates, sigmoid and
     SiLU), each hashing to its cache key, written at a clean commit."""
@@ -311,3 +314,27 @@ def test_contrast_figure_draws_theory_reference_slopes():
         x, y = refs[label].get_data()
         assert x[0] == pytest.approx(5.62e10, rel=1e-2)
         assert np.polyfit(np.log(x), np.log(y), 1)[0] == pytest.approx(slope, abs=1e-12)
+
+
+def test_profile_slope_bands_follow_the_declared_rule():
+    """Bands around the gate's theory slope from the calibration sweeps that have a slope;
+    None where none has one; an empty calibration is refused."""
+    class Sweep:                                   # the one method the rule reads
+        def __init__(self, slope):
+            self.s = None if slope is None else types.SimpleNamespace(slope=slope[0], ci=slope[1])
+
+        def slope_below(self, r_max):
+            assert r_max == 0.4
+            return self.s
+
+    mono, poly = qb.QUADRATIC_GATES
+    cal = [{(mono, "silu"): Sweep((-0.26, (-0.27, -0.24))),
+            (poly, "silu"): Sweep(None)},
+           {(mono, "silu"): Sweep((-0.24, (-0.25, -0.21))),
+            (poly, "silu"): Sweep(None)}]
+    bands = qb.profile_slope_bands(cal, 0.4)
+    assert bands[(mono, "silu")] == (-0.29, -0.21) and bands[(poly, "silu")] is None
+    cal[1][(poly, "silu")] = Sweep((-0.1, (-0.16, -0.02)))
+    assert qb.profile_slope_bands(cal, 0.4)[(poly, "silu")] == (-0.24, -0.01)
+    with pytest.raises(ValueError, match="calibration"):
+        qb.profile_slope_bands([], 0.4)

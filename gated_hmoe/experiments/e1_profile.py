@@ -318,12 +318,15 @@ def band_from_calibration(slopes, theory: float, *, min_width: float = 0.02
                           ) -> tuple[float, float]:
     """The band ``theory ± w`` that just covers every calibration interval: ``w`` is the
     largest distance from ``theory`` to an end of a calibration 95% interval, rounded up to
-    0.01, and at least ``min_width`` (the book states slopes to two decimals).
+    0.01, and at least ``min_width`` (the book states slopes to two decimals); the band's ends
+    are rounded outward to 0.01.
 
     >>> band_from_calibration([(-0.23, (-0.27, -0.21)), (-0.28, (-0.32, -0.25))], -0.25)
     (-0.32, -0.18)
     >>> band_from_calibration([(-0.25, (-0.26, -0.25))], -0.25)
     (-0.27, -0.23)
+    >>> band_from_calibration([(-0.09, (-0.16, -0.02))], -0.125)
+    (-0.24, -0.01)
     """
     theory = checks.real(theory, "theory")
     min_width = checks.real(min_width, "min_width", positive=True)
@@ -331,7 +334,9 @@ def band_from_calibration(slopes, theory: float, *, min_width: float = 0.02
     if not ends:
         raise ValueError("slopes must hold at least one calibration (slope, (lo, hi))")
     w = max(min_width, math.ceil(round(max(abs(e - theory) for e in ends) * 100, 6)) / 100)
-    return round(theory - w, 2), round(theory + w, 2)
+    # ends rounded outward to 0.01 (a theory slope such as -1/8 has a third decimal)
+    return (math.floor(round((theory - w) * 100, 6)) / 100,
+            math.ceil(round((theory + w) * 100, 6)) / 100)
 
 
 #: The chapter's grid of offsets: 10 from 0.05 (below every radius of its n-sweeps) to 2.
