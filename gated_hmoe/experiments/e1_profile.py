@@ -314,12 +314,13 @@ VALLEY_EXCESS_BOUND: float = float(scipy.stats.chi2.ppf(0.95, 4))
 AGREEMENT_FACTOR: float = 1.5
 
 
-def band_from_calibration(slopes, theory: float, *, min_width: float = 0.02
-                          ) -> tuple[float, float]:
+def band_from_calibration(slopes, theory: float, *, min_width: float = 0.02,
+                          outward: bool = True) -> tuple[float, float]:
     """The band ``theory ± w`` that just covers every calibration interval: ``w`` is the
     largest distance from ``theory`` to an end of a calibration 95% interval, rounded up to
     0.01, and at least ``min_width`` (the book states slopes to two decimals); the band's ends
-    are rounded outward to 0.01.
+    are rounded outward to 0.01 (``outward=False``: to the nearest 0.01, the rule as first
+    declared for chapter 06's bands, which can cut a band's end by 0.005).
 
     >>> band_from_calibration([(-0.23, (-0.27, -0.21)), (-0.28, (-0.32, -0.25))], -0.25)
     (-0.32, -0.18)
@@ -327,6 +328,8 @@ def band_from_calibration(slopes, theory: float, *, min_width: float = 0.02
     (-0.27, -0.23)
     >>> band_from_calibration([(-0.09, (-0.16, -0.02))], -0.125)
     (-0.24, -0.01)
+    >>> band_from_calibration([(-0.09, (-0.16, -0.02))], -0.125, outward=False)
+    (-0.23, -0.01)
     """
     theory = checks.real(theory, "theory")
     min_width = checks.real(min_width, "min_width", positive=True)
@@ -334,6 +337,8 @@ def band_from_calibration(slopes, theory: float, *, min_width: float = 0.02
     if not ends:
         raise ValueError("slopes must hold at least one calibration (slope, (lo, hi))")
     w = max(min_width, math.ceil(round(max(abs(e - theory) for e in ends) * 100, 6)) / 100)
+    if not outward:
+        return round(theory - w, 2), round(theory + w, 2)
     # ends rounded outward to 0.01 (a theory slope such as -1/8 has a third decimal)
     return (math.floor(round((theory - w) * 100, 6)) / 100,
             math.ceil(round((theory + w) * 100, 6)) / 100)
