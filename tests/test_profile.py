@@ -348,3 +348,20 @@ def test_slope_below_starts_at_the_first_small_median_and_needs_two_points(small
     assert res.slope_below(float(med.min()) / 2) is None        # no point below
     with pytest.raises(ValueError, match="r_max"):
         res.slope_below(0.0)
+
+
+def test_independent_nsweeps_use_other_designs_than_the_noise_sweep():
+    """Chapter 04's independent-design check: SiLU n-sweeps on a seed other than the noise
+    sweep's, over n/nu 1e9 ... 3e13, with the noise sweep's offsets; seed 0 is refused."""
+    configs = ep.independent_nsweep_configs()
+    noise = ep.chapter_noise_configs()["silu"]
+    assert list(configs) == [1e-6, 1e-9]
+    for nu, cfg in configs.items():
+        assert cfg.seed == ep.INDEPENDENT_SEED != noise.seed
+        assert cfg.sweep == "n" and cfg.noise == nu and cfg.offsets == noise.offsets
+    xs = np.concatenate([np.array([1000, 30000]) / nu for nu in configs])
+    assert xs.min() == pytest.approx(1e9) and xs.max() == pytest.approx(3e13)
+    with pytest.raises(ValueError, match="seed must differ"):
+        ep.independent_nsweep_configs(seed=0)
+    with pytest.raises(ValueError, match="seed"):
+        ep.independent_nsweep_configs(seed=-1)

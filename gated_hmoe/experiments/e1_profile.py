@@ -372,6 +372,26 @@ def chapter_noise_configs(*, seed: int = 0, replicates: int = 8) -> dict[str, Pr
             for e, points, count in (("silu", 9, 16), ("linear", 2, 8))}
 
 
+#: Seed of chapter 04's n-sweeps on designs independent of the noise sweep's (seed 0): the
+#: chapter's own n-sweep shares the noise sweep's draws (nested designs).
+INDEPENDENT_SEED: int = 11
+
+
+def independent_nsweep_configs(*, seed: int = INDEPENDENT_SEED, noises=(1e-6, 1e-9),
+                               replicates: int = 8) -> dict[float, ProfileConfig]:
+    """SiLU n-sweeps (``n = 1000 ... 30000`` on 4 points, the noise sweep's offsets
+    ``(0.001, 2, 16)``) at each noise level in ``noises``, on designs drawn with ``seed``:
+    at ``nu = 1e-6`` and ``1e-9`` they cover ``n / nu`` from ``1e9`` to ``3e13``, to be
+    compared with :func:`chapter_noise_configs` (seed 0) at equal ``n / nu``."""
+    seed = checks.positive_int(seed, "seed", minimum=0)
+    if seed == 0:
+        raise ValueError("seed must differ from the noise sweep's seed 0 (independent designs)")
+    return {float(nu): ProfileConfig(expert="silu", sweep="n", n_min=1000, n_max=30000, points=4,
+                                     noise=float(nu), replicates=replicates, seed=seed,
+                                     offsets=(0.001, 2.0, 16)).validate()
+            for nu in noises}
+
+
 def interpolated_medians(sweep: "ProfileSweep", x: np.ndarray, c: float | None = None) -> np.ndarray:
     """The sweep's median radius interpolated (log-log) at effective sample sizes ``x``
     inside its grid; ``nan`` outside it."""
@@ -621,7 +641,8 @@ def run_profiles(config: ProfileConfig, *, cache_dir=None, progress: bool = True
 
 
 __all__ = ["VALLEY_EXCESS_BOUND", "MEMORY_BASE", "MEMORY_PER_RECORD", "MEMORY_PER_SAMPLE", "peak_bytes", "check_offsets", "offset_grid", "point_record", "AGREEMENT_FACTOR", "BANDS", "CALIBRATION", "CHAPTER_OFFSETS", "CALIBRATION_SEEDS", "CHAPTER_SIZES", "HELD_OUT_SEED", "POST_FIELDS",
-           "band_from_calibration", "chapter_configs", "chapter_noise_configs",
+           "band_from_calibration", "chapter_configs", "chapter_noise_configs", "INDEPENDENT_SEED",
+           "independent_nsweep_configs",
            "interpolated_medians", "ProfileConfig", "ProfileSweep", "SWEEPS", "fixed_design_identity",
            "population_starts", "replicate_data", "run_point", "run_profiles", "sweep_points",
            "sweeps_from_record"]
