@@ -318,7 +318,8 @@ def test_contrast_figure_draws_theory_reference_slopes():
 
 def test_profile_slope_bands_follow_the_declared_rule():
     """Bands around the gate's theory slope from the calibration sweeps that have a slope;
-    None where none has one; an empty calibration is refused."""
+    None where none has one; another theory and the nearest rounding on request; an empty
+    calibration is refused."""
     class Sweep:                                   # the one method the rule reads
         def __init__(self, slope):
             self.s = None if slope is None else types.SimpleNamespace(slope=slope[0], ci=slope[1])
@@ -328,13 +329,16 @@ def test_profile_slope_bands_follow_the_declared_rule():
             return self.s
 
     mono, poly = qb.QUADRATIC_GATES
-    cal = [{(mono, "silu"): Sweep((-0.26, (-0.27, -0.24))),
-            (poly, "silu"): Sweep(None)},
-           {(mono, "silu"): Sweep((-0.24, (-0.25, -0.21))),
-            (poly, "silu"): Sweep(None)}]
-    bands = qb.profile_slope_bands(cal, 0.4)
+    cal = [{(mono, "silu"): Sweep((-0.26, (-0.27, -0.24))), (poly, "silu"): Sweep(None)},
+           {(mono, "silu"): Sweep((-0.24, (-0.25, -0.21))), (poly, "silu"): Sweep(None)}]
+    slopes = qb.calibration_slopes(cal, 0.4)
+    assert [s.slope for s in slopes[(mono, "silu")]] == [-0.26, -0.24] and slopes[(poly, "silu")] == []
+    bands = qb.profile_slope_bands(slopes)
     assert bands[(mono, "silu")] == (-0.29, -0.21) and bands[(poly, "silu")] is None
     cal[1][(poly, "silu")] = Sweep((-0.1, (-0.16, -0.02)))
-    assert qb.profile_slope_bands(cal, 0.4)[(poly, "silu")] == (-0.24, -0.01)
+    slopes = qb.calibration_slopes(cal, 0.4)
+    assert qb.profile_slope_bands(slopes)[(poly, "silu")] == (-0.24, -0.01)
+    assert qb.profile_slope_bands(slopes, outward=False)[(poly, "silu")] == (-0.23, -0.01)
+    assert qb.profile_slope_bands(slopes, theory=-0.25)[(poly, "silu")] == (-0.48, -0.02)
     with pytest.raises(ValueError, match="calibration"):
-        qb.profile_slope_bands([], 0.4)
+        qb.calibration_slopes([], 0.4)

@@ -466,9 +466,14 @@ class ProfileSweep:
         _, status = self.radii(c)
         return {s: int(np.sum(status == s)) for s in profile.RADIUS_STATUS}
 
+    def certified_count(self) -> tuple[int, int]:
+        """``(certified, fits)``: constrained fits certified converged, and all of them."""
+        return (sum(p["certified"] for p in self.points), sum(p["fits"] for p in self.points))
+
     def certified_fraction(self) -> float:
         """Share of all constrained fits certified converged."""
-        return sum(p["certified"] for p in self.points) / sum(p["fits"] for p in self.points)
+        certified, fits = self.certified_count()
+        return certified / fits
 
     def slope(self, c: float | None = None, *, resolved: bool = False,
               x_min: float | None = None, x_max: float | None = None) -> rates.Slope:
@@ -571,8 +576,7 @@ class ProfileSweep:
                 "versions": self.versions, "deltas": self.config.deltas().tolist(),
                 "grid": {"n": self.n.tolist(), "noise": [p["noise"] for p in self.points],
                          "effective_sample_size": self.x.tolist()},
-                "certified": sum(p["certified"] for p in self.points),
-                "fits": sum(p["fits"] for p in self.points),
+                **dict(zip(("certified", "fits"), self.certified_count())),
                 "points": [{**p, "radius": [None if not np.isfinite(v) else float(v)
                                             for v in r[i]],
                             "radius_status": st[i].tolist()} for i, p in enumerate(self.points)],

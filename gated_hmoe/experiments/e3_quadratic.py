@@ -506,25 +506,30 @@ def profile_configs(name: str, **overrides) -> dict[tuple[str, str], e1_profile.
             for g in QUADRATIC_GATES for e in PROFILE_EXPERTS}
 
 
-def profile_slope_bands(calibration, r_max: float) -> dict[tuple[str, str], tuple | None]:
-    """The declared bands of the noise sweep's radius slope (:data:`PROFILE_CALIBRATION_SEEDS`):
-    per ``(gate, expert)``, :func:`~gated_hmoe.experiments.e1_profile.band_from_calibration`
-    of the calibration sweeps' slopes over the points with median radius at most ``r_max``
-    (:meth:`~gated_hmoe.experiments.e1_profile.ProfileSweep.slope_below`) around
-    :data:`PROFILE_THEORY_SLOPE` of the gate, from the sweeps where that slope exists;
-    ``None`` where none has one. ``calibration``: one ``{(gate, expert): sweep}`` per seed
-    (e.g. :func:`load_profile_record` of each calibration record)."""
+def calibration_slopes(calibration, r_max: float) -> dict[tuple[str, str], list]:
+    """Per ``(gate, expert)``, the radius slopes of the calibration sweeps over the points with
+    median radius at most ``r_max``
+    (:meth:`~gated_hmoe.experiments.e1_profile.ProfileSweep.slope_below`), from the sweeps
+    where that slope exists. ``calibration``: one ``{(gate, expert): sweep}`` per seed (e.g.
+    :func:`load_profile_record` of each record of :data:`PROFILE_CALIBRATION_SEEDS`)."""
     calibration = list(calibration)
     if not calibration:
         raise ValueError("calibration must hold at least one {(gate, expert): sweep} mapping")
-    out = {}
-    for key in calibration[0]:
-        slopes = [s for sweeps in calibration
-                  if (s := sweeps[key].slope_below(r_max)) is not None]
-        out[key] = (e1_profile.band_from_calibration([(s.slope, s.ci) for s in slopes],
-                                                     PROFILE_THEORY_SLOPE[key[0]])
-                    if slopes else None)
-    return out
+    return {key: [s for sweeps in calibration if (s := sweeps[key].slope_below(r_max)) is not None]
+            for key in calibration[0]}
+
+
+def profile_slope_bands(slopes: dict, *, theory: float | None = None, outward: bool = True
+                        ) -> dict[tuple[str, str], tuple | None]:
+    """The declared bands of the noise sweep's radius slope: per ``(gate, expert)``,
+    :func:`~gated_hmoe.experiments.e1_profile.band_from_calibration` of ``slopes[key]`` (from
+    :func:`calibration_slopes`) around ``theory`` -- by default :data:`PROFILE_THEORY_SLOPE`
+    of the gate; ``None`` where there is no calibration slope."""
+    return {key: (e1_profile.band_from_calibration(
+                      [(s.slope, s.ci) for s in v],
+                      PROFILE_THEORY_SLOPE[key[0]] if theory is None else theory, outward=outward)
+                  if v else None)
+            for key, v in slopes.items()}
 
 
 def make_profile_record(name: str, *, cache_dir=None, machine: str = "unknown", log=None,
@@ -642,7 +647,7 @@ def budget_comparison(short: dict, long: dict, *, metric: str = "worst_overfitte
 __all__ = ["BANDS", "CHAPTER_EXPERTS", "CHAPTER_SWEEPS", "QUADRATIC_GATES", "RECORDS",
            "RECORD_COMMAND", "RECORD_DIR", "RecordedSweep", "TABLE_METRICS", "UPPER_FIT_MIN",
            "budget_comparison", "format_rows", "gate_label", "load_profile_record", "load_record",
-           "make_profile_record", "make_record", "modulus_law", "predicted_radius", "PROFILE_CALIBRATION_SEEDS", "PROFILE_EXPERTS", "PROFILE_MAX_ITER", "PROFILE_RECORDS", "PROFILE_THEORY_SLOPE", "profile_slope_bands", "profile_configs",
+           "make_profile_record", "make_record", "modulus_law", "predicted_radius", "PROFILE_CALIBRATION_SEEDS", "PROFILE_EXPERTS", "PROFILE_MAX_ITER", "PROFILE_RECORDS", "PROFILE_THEORY_SLOPE", "calibration_slopes", "profile_slope_bands", "profile_configs",
            "modulus", "modulus_exponent", "rates_command", "record_configs", "record_results",
            "run_grid", "slope_rows", "split_halves", "split_profile", "split_slopes",
            "sweep_config", "sweep_entry", "upper_slopes", "write_record"]
