@@ -14,7 +14,8 @@ export PYDEVD_DISABLE_FILE_VALIDATION = 1
 .PHONY: book test unit nbval book-strict html assets chromium execute clean help
 
 help:
-	@echo "make book   -- install into .venv and build the HTML book into _build/html"
+	@echo "make book   -- install into .venv and build the HTML book into _build/html from the"
+	@echo "               outputs stored in the chapters (executes nothing)"
 	@echo "make test   -- unit tests + strict nbval over every chapter + strict book build +"
 	@echo "               the built-HTML tests (no other host; every page in headless Chromium)"
 
@@ -35,7 +36,7 @@ book: $(STAMP) assets
 	@echo "Book built: open file://$(CURDIR)/_build/html/index.html (works offline)"
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests --ignore=tests/html --doctest-modules gated_hmoe
+	$(BIN)/python -m pytest tests --ignore=tests/html --doctest-modules gated_hmoe --durations=20
 
 nbval: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-current-env \

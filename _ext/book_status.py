@@ -36,23 +36,23 @@ TOOLCHAIN = ("jupyter-book", "sphinx", "myst-nb", "myst-parser", "sphinx-book-th
 STATUS_DOCS = ("status",)
 
 
-def _table(headers: list[str], rows: list[list[str]], code: tuple[int, ...] = ()) -> nodes.table:
+def table(headers: list[str], rows: list[list[str]], code: tuple[int, ...] = ()) -> nodes.table:
     """A docutils table with a header row; cells are plain text, columns ``code`` literal."""
-    table = nodes.table(classes=["book-status"])
+    out = nodes.table(classes=["book-status"])
     group = nodes.tgroup(cols=len(headers))
-    table += group
+    out += group
     for _ in headers:
         group += nodes.colspec(colwidth=1)
 
     def row(cells: list[str], literal: tuple[int, ...] = ()) -> nodes.row:
-        out = nodes.row()
+        line = nodes.row()
         for i, cell in enumerate(cells):
             entry = nodes.entry()
             para = nodes.paragraph()
             para += nodes.literal(text=cell) if i in literal else nodes.Text(cell)
             entry += para
-            out += entry
-        return out
+            line += entry
+        return line
 
     head = nodes.thead()
     head += row(headers)
@@ -61,7 +61,7 @@ def _table(headers: list[str], rows: list[list[str]], code: tuple[int, ...] = ()
         body += row(cells, code)
     group += head
     group += body
-    return table
+    return out
 
 
 def _installed(name: str) -> str:
@@ -113,7 +113,7 @@ class BookVersions(SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         root = Path(self.env.srcdir)
-        return [_table(["package", "version", "role"], version_rows(root))]
+        return [table(["package", "version", "role"], version_rows(root))]
 
 
 class BookRunTimes(SphinxDirective):
@@ -123,7 +123,7 @@ class BookRunTimes(SphinxDirective):
         path = Path(self.env.srcdir) / "docs" / "run_times.json"
         self.env.note_dependency(str(path))
         rows = run_time_rows(path)
-        return [_table(["run", "command", "wall time", "measured", "machine"], rows, code=(1,))]
+        return [table(["run", "command", "wall time", "measured", "machine"], rows, code=(1,))]
 
 
 def _always_reread(app, env, added, changed, removed) -> list[str]:

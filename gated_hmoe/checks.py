@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -115,9 +116,10 @@ def finite_array(value: Any, name: str, *, ndim: int | None = None,
 
 def writable_folder(value: Any, name: str) -> Path:
     """Return ``value`` as a :class:`~pathlib.Path` if it is a folder this process can write
-    or create (checked without creating anything): the path, or its nearest existing
-    ancestor, must be a folder with write permission. Run before any work, so that a run
-    never ends in an unwritable output.
+    or create: the folders it lacks are created and a file is written in it, then both are
+    removed again, so nothing is left behind and every reason a folder cannot be written
+    (permissions, a file in the way, a read-only or virtual file system) is found before any
+    work.
 
     >>> writable_folder("/dev/null/out", "out")
     Traceback (most recent call last):
@@ -128,17 +130,43 @@ def writable_folder(value: Any, name: str) -> Path:
         raise TypeError(f"{name} must be a path, got {value!r}")
     path = Path(value).expanduser()
     here = path if path.is_absolute() else Path.cwd() / path
+    missing = []
     while not os.path.lexists(here) and here != here.parent:
+        missing.append(here)
         here = here.parent
     reason = None
     if not here.is_dir():
         reason = f"{str(here)!r} is not a folder"
     elif not os.access(here, os.W_OK | os.X_OK):
         reason = f"{str(here)!r} is not writable"
+    else:
+        reason = _probe_write(missing[::-1], missing[0] if missing else here)
     if reason is not None:
         raise ValueError(f"{name} must be a folder that can be written, got {str(value)!r} "
                          f"({reason})")
     return path
+
+
+def _probe_write(create: list[Path], folder: Path) -> str | None:
+    """Create the folders ``create`` (outermost first), write and delete a file in
+    ``folder``, remove what was created; the reason it failed, or ``None``."""
+    made = []
+    try:
+        for p in create:
+            p.mkdir()
+            made.append(p)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+        os.close(fd)
+        os.remove(probe)
+        return None
+    except OSError as exc:
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename or folder}"
+    finally:
+        for p in reversed(made):
+            try:
+                p.rmdir()
+            except OSError:
+                pass
 
 
 def available_memory() -> int | None:

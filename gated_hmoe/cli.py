@@ -32,16 +32,19 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 
 from gated_hmoe import checks
 from gated_hmoe.estimation import moe_fit
 from gated_hmoe.estimation.profile import CHI2_95
-from gated_hmoe.experiments import e1_profile, e1_rates, e2_attention, e2_profile, runner
+from gated_hmoe.experiments import e1_profile, e1_rates, e2_attention, e2_profile, profile_report, runner
 from gated_hmoe.experiments import e4_transformer as e4
+from gated_hmoe.experiments import e5_teacher_student as e5
 from gated_hmoe.models import heads, moe
 from gated_hmoe.viz import attention as viz_attention
 from gated_hmoe.viz import profile as viz_profile
 from gated_hmoe.viz import rates as viz_rates
+from gated_hmoe.viz import teacher_student as viz_teacher_student
 from gated_hmoe.viz import transformer as viz_transformer
 
 
@@ -136,9 +139,11 @@ def cli_rates(args, config: e1_rates.SweepConfig) -> int:
     print(f"wrote {out / 'results.json'} and {out / 'rates.png'}")
     if config.slope_note() is not None:
         print(f"  {config.slope_note()}")
+    notes = e1_rates.slope_notes(config, result.slopes)
     for m, s in result.slopes.items():
         if s is not None:
-            print(f"  {m:17s} {s.label()}  failures {sum(s.failures)}")
+            note = f"  ({notes[m]})" if m in notes else ""
+            print(f"  {m:17s} {s.label()}  failures {sum(s.failures)}{note}")
     failed, fits = result.failure_count()
     print(f"  total failures {failed} of {fits} fits; fit seconds {result.seconds:.1f}")
     return 0
@@ -210,28 +215,42 @@ def profile_config(args) -> e1_profile.ProfileConfig:
 
 def cli_profile(args, config: e1_profile.ProfileConfig) -> int:
     """``profile``: profile confidence sets of the over-fitted pair along an n or noise
-    sweep; ``DIR/results.json`` and ``DIR/profile.png``."""
+    sweep, with the prediction of the truth's own modulus; ``DIR/results.json`` and
+    ``DIR/profile.png``."""
     result = e1_profile.run_profiles(config, cache_dir=args.cache_dir,
                                      progress=not args.no_progress, devices=args.devices)
-    return write_profile(result, Path(args.out))
+    m = profile_report.population_modulus(config, cache_dir=args.cache_dir)
+    return write_profile(result, Path(args.out), profile_report.predict(result, m))
 
 
-def write_profile(result: e1_profile.ProfileSweep, out: Path) -> int:
-    """Write ``out/results.json`` and ``out/profile.png`` of a profile sweep and print its
-    summary (certified fits, median radii, slope, time)."""
+def write_profile(result: e1_profile.ProfileSweep, out: Path,
+                  prediction: profile_report.Prediction | None = None) -> int:
+    """Write ``out/results.json`` (:func:`~gated_hmoe.experiments.profile_report.report`) and
+    ``out/profile.png`` of a profile sweep and print its summary (certified fits, median
+    radii, the prediction where given, the slope over the usable points, time)."""
     out.mkdir(parents=True, exist_ok=True)
-    payload = result.to_dict()
+    payload = profile_report.report(result, prediction)
     runner.write_json_atomic(out / "results.json", payload, indent=1)
-    _save(viz_profile.profile_panels(result)[0], out / "profile.png")
+    rs = profile_report.radius_slope(result)
+    predicted = None if prediction is None else (
+        prediction.x, prediction.radius, prediction.status == "censored")
+    _save(viz_profile.profile_panels(result, slope=rs.label(), predicted=predicted)[0],
+          out / "profile.png")
     print(f"wrote {out / 'results.json'} and {out / 'profile.png'}")
     print(f"  certified {payload['certified']} of {payload['fits']} constrained fits")
-    median = result.median_radius()
-    for p, m in zip(result.points, median):
-        print(f"  n = {p['n']:>7d}, nu = {p['noise']:.1e}: median radius {m:.3g}")
-    if payload["slopes"]["radius"] is not None:
-        print(f"  radius {result.slope().label()}")
-    else:
-        print(f"  radius: {payload['slope_note']}")
+    for i, (p, m) in enumerate(zip(result.points, result.median_radius())):
+        line = f"  n = {p['n']:>7d}, nu = {p['noise']:.1e}: median radius {m:.3g}"
+        if prediction is not None:
+            line += (f", predicted {prediction.radius[i]:.3g} ({prediction.status[i]})"
+                     + (f", ratio {prediction.ratio[i]:.2f}"
+                        if np.isfinite(prediction.ratio[i]) else ""))
+        print(line)
+    print(f"  radius {rs.label()}" if rs.slope is not None else f"  radius: {payload['slope_note']}")
+    if prediction is not None:
+        print(f"  {payload['prediction']['regime']}")
+        print(f"  measured/predicted within a factor {profile_report.PREDICTION_FACTOR} where "
+              f"both are inside the grid: {payload['prediction']['ratios_agree']}; censored at "
+              f"the same points: {payload['prediction']['same_censoring']}")
     print(f"  fit seconds {result.seconds:.1f}")
     return 0
 
@@ -387,6 +406,59 @@ def add_attention_fit(sub) -> None:
                    memory=lambda configs: max(e2_attention.peak_bytes(c) for c in configs))
 
 
+# ------------------------------------------------------------------ teacher-student (E5, trained attention)
+
+def cli_teacher_student(args, config: e5.TeacherStudentConfig) -> int:
+    """``teacher-student``: students trained with Adam from random initialisations on a
+    teacher's data along an n grid; ``DIR/results.json`` and ``DIR/teacher_student.png``."""
+    result = e5.run(config, cache_dir=args.cache_dir, progress=not args.no_progress)
+    out = Path(args.out)
+    path = e5.write_results(result, out)
+    _save(viz_teacher_student.sweep_panels(result)[0], out / "teacher_student.png")
+    print(f"wrote {path} and {out / 'teacher_student.png'}")
+    for i, n in enumerate(result["grid"]):
+        fates = ", ".join(f"{k} {v}" for k, v in result["fates"][i].items() if v)
+        print(f"  n = {n:>7d}: picked students' fates {fates}; runs at the step budget "
+              f"{result['budget_hits'][i]} of {result['runs_per_point']}")
+    for key, s in result["slopes"].items():
+        print(f"  {key:12s} {'no slope (one grid point)' if s is None else s['label']}")
+    print(f"  seconds {result['seconds']:.1f}")
+    return 0
+
+
+def add_teacher_student(sub) -> None:
+    p = sub.add_parser(
+        "teacher-student",
+        help="E5: students trained with Adam on a teacher attention layer (head recovery vs n)",
+        description=e5.__doc__.split("\n\n")[0],
+        epilog=example("python -m gated_hmoe teacher-student --position G2-tied --heads 3 "
+                       "--n-min 100 --n-max 300 --points 2 --seeds 2 --inits 2 --steps 200 "
+                       "--out results/teacher-student"))
+    p.add_argument("--position", default="MHSA", help=f"one of {heads.LAYER_POSITIONS}")
+    p.add_argument("--heads", type=int, default=3, help="student heads (the teacher has 2)")
+    p.add_argument("--n-min", type=int, default=100)
+    p.add_argument("--n-max", type=int, default=100_000)
+    p.add_argument("--points", type=int, default=5)
+    p.add_argument("--noise", type=float, default=1e-2,
+                   help="noise variance as a fraction of the teacher's output variance")
+    p.add_argument("--seed", type=int, default=0, help="first data seed")
+    p.add_argument("--seeds", type=int, default=8, help="data sets per n")
+    p.add_argument("--inits", type=int, default=4, help="random initialisations per data set")
+    p.add_argument("--steps", type=int, default=2000, help="step budget of each run")
+    p.add_argument("--tokens", dest="n_tokens", type=int, default=None,
+                   help="sequence length N (default 8)")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="data sets per compiled call (lower it to save memory)")
+    p.add_argument("--teacher", default=None, metavar="FILE.json",
+                   help="teacher heads' weights (JSON; see the library's teacher_from_file)")
+    p.add_argument("--teacher-seed", type=int, default=None,
+                   help="a teacher drawn with this seed (heads separated)")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cli_teacher_student, config=e5.config_from_args, memory=e5.peak_bytes)
+
+
 # ------------------------------------------------------------------ transformer (E4)
 
 def transformer_config(args) -> e4.ExperimentConfig:
@@ -449,7 +521,8 @@ def add_transformer(sub) -> None:
 # ------------------------------------------------------------------ the parser
 
 #: The sub-commands, each added by one function.
-COMMANDS = (add_rates, add_profile, add_attention_profile, add_attention_fit, add_transformer)
+COMMANDS = (add_rates, add_profile, add_attention_profile, add_attention_fit,
+            add_teacher_student, add_transformer)
 
 
 def sub_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -532,6 +605,9 @@ def memory_flags(args, config) -> str:
         sizes = [f"--sizes {' '.join(map(str, args.sizes))}"] if args.sizes else []
         return " with ".join([f"--preset {args.preset}", ", ".join(given + sizes)]
                              if given or sizes else [f"--preset {args.preset}"])
+    if args.command == "teacher-student":
+        return (f"--seeds {args.seeds} and --inits {args.inits} with --n-max {args.n_max}"
+                + ("" if args.chunk is None else f" and --chunk {args.chunk}"))
     parts = [f"--replicates {args.replicates}"]
     if getattr(args, "sweep", None) == "n":
         parts.append(f"--n-max {args.n_max}")

@@ -97,3 +97,19 @@ def test_status_versions_name_the_library_and_the_served_assets(tmp_path):
     assert rows[0][:1] == ["x"] and rows[0][1].startswith("1.2 (commit ")
     assert ["mathjax", "3.2.2", "web asset served with the HTML (npm registry)"] in rows
     assert any(r[0] == "sphinx" and r[1] != "not installed" for r in rows)
+
+
+def test_records_index_is_generated_from_the_records():
+    """``docs/records/README.md`` is what ``_ext/book_results.py`` prints from the records, and
+    every results table renders."""
+    sys.path.insert(0, str(ROOT / "_ext"))
+    try:
+        book_results = _load(ROOT / "_ext" / "book_results.py")
+    finally:
+        sys.path.remove(str(ROOT / "_ext"))
+    index = (ROOT / "docs" / "records" / "README.md").read_text()
+    assert index == book_results.records_readme()
+    for path in (ROOT / "docs" / "records").glob("*.json"):
+        assert path.name in index, path.name
+    for name in book_results.BookResults.NAMES:
+        assert book_results.render(name)[1], name

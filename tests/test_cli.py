@@ -15,6 +15,7 @@ import pytest
 from gated_hmoe import checks, cli
 from gated_hmoe.experiments import e1_profile, e1_rates, e2_attention, e2_profile
 from gated_hmoe.experiments import e4_transformer as e4
+from gated_hmoe.experiments import e5_teacher_student as e5
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RATES = ["rates", "--n-min", "100", "--n-max", "200", "--points", "2", "--replicates", "2",
@@ -41,7 +42,7 @@ def no_run(monkeypatch):
         raise AssertionError("the run was reached")
     for module, name in ((e1_rates, "run_sweep"), (e1_profile, "run_profiles"),
                          (e2_profile, "run_profiles"), (e2_attention, "run_sweep"),
-                         (e4, "run_experiment")):
+                         (e4, "run_experiment"), (e5, "run")):
         monkeypatch.setattr(module, name, boom)
 
 
@@ -245,7 +246,7 @@ def test_interrupt_says_the_run_resumes(tmp_path, capsys, monkeypatch):
 def test_every_command_help_ends_with_an_example(tmp_path, capsys, no_run):
     parsers = cli.sub_parsers(cli.build_parser())
     assert set(parsers) == {"rates", "profile", "attention-profile", "attention-fit",
-                            "transformer"}
+                            "teacher-student", "transformer"}
     for name, parser in parsers.items():
         status, out, _ = run([name, "--help"], capsys)
         assert status == 0
@@ -295,3 +296,29 @@ def test_python_m_exit_status_and_one_error_line(tmp_path):
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(err) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert err[0].startswith("error: rates failed: RuntimeError: numerical failure")
+
+
+# ------------------------------------------------------------------ teacher-student
+
+TINY_TS = ["teacher-student", "--position", "G1", "--heads", "3", "--n-min", "50", "--n-max",
+           "100", "--points", "2", "--seeds", "1", "--inits", "1", "--steps", "20",
+           "--no-progress"]
+
+
+def test_teacher_student_writes_results_and_a_figure(tmp_path, capsys):
+    status, out, err = run(TINY_TS + ["--out", str(tmp_path / "o"), "--cache-dir",
+                                      str(tmp_path / "c")], capsys)
+    assert status == 0, err
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["grid"] == [50, 100] and set(res["slopes"]) == {"head_loss", "excess_risk"}
+    assert (tmp_path / "o" / "teacher_student.png").stat().st_size > 0
+    assert "runs at the step budget" in out
+
+
+@pytest.mark.parametrize("bad, flag", [(["--position", "G7"], "--position"),
+                                       (["--seeds", "0"], "--seeds"),
+                                       (["--teacher-seed", "1", "--teacher", "x.json"], "--teacher"),
+                                       (["--seeds", "100000000"], "--seeds")])
+def test_teacher_student_bad_flags_are_one_line(tmp_path, capsys, no_run, bad, flag):
+    status, _, err = run(TINY_TS + bad + ["--out", str(tmp_path / "o")], capsys)
+    assert status == 2 and one_error(err, f"error: {flag}"), err

@@ -66,7 +66,8 @@ def modulus_solutions(deltas, *, expert: str, gate: str = "linear",
                       G_true: moe.MixingMeasure | None = None, atom: int = 0,
                       center: bool = True, split: float = 0.5, quad_points: int = 200,
                       starts: int = 4, seed: int = 0, max_nfev: int = 2000,
-                      stop_below: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      stop_below: float | None = None, continuation: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray]:
     r"""``m(delta) = min ||f_G - f_{G*}||^2_{L^2(Unif[-1,1])}`` for each ``delta`` in
     ``deltas: (d,)``, over fits with one extra atom whose over-fitted pair sits at
     ``omega*_atom + c ± delta u`` (``|u| = 1``, equal weights; ``omega`` = the atom's gate
@@ -74,15 +75,18 @@ def modulus_solutions(deltas, *, expert: str, gate: str = "linear",
     separation; the common centre ``c`` is free when ``center=True``, fixed at 0 otherwise;
     the weights are in the ratio ``split : 1 - split``, equal by default).
 
-    Minimised (scipy Levenberg-Marquardt, tolerances 1e-15, at most ``max_nfev``
-    evaluations, on a Gauss-Legendre rule with ``quad_points`` nodes, ``D = 1``, any gate
+    Minimised (scipy's trust-region reflective least squares, which runs the same path on
+    every run; tolerances 1e-15, at most ``max_nfev`` evaluations, on a Gauss-Legendre rule with ``quad_points`` nodes, ``D = 1``, any gate
     class) over the direction ``u``, the pair's common intercept and all other atoms, from
     the coordinate axes and ``starts`` random directions of ``Generator(seed)``; the
     smallest value is kept. With ``stop_below`` set, further directions are skipped once a
     value ``<= stop_below`` is reached (``m`` cannot be negative). The residual and its
     Jacobian are compiled once, with ``delta`` as an argument. Exactly 0 for linear experts
-    (the valley), ``~ delta^4`` for ridge experts under the linear gate. Returns ``m: (d,)``
-    and the minimisers ``psi: (d, q)`` (the layout of :func:`pair_theta`).
+    (the valley), ``~ delta^4`` for ridge experts under the linear gate. With
+    ``continuation=True`` each offset is also started from its neighbours' minimisers, in
+    passes down and up the grid until none improves (at most three), so that a branch found
+    at one offset is followed to the others. Returns ``m: (d,)`` and the minimisers
+    ``psi: (d, q)`` (the layout of :func:`pair_theta`).
     """
     checks.choice(expert, "expert", moe.EXPERTS)
     checks.choice(gate, "gate", moe.GATES)
@@ -124,25 +128,39 @@ def modulus_solutions(deltas, *, expert: str, gate: str = "linear",
     rest0 = np.concatenate([tg[others][:-1].ravel(), np.asarray(G.expert)[others].ravel()])
     rng = np.random.default_rng(seed)
     dirs = list(np.eye(w)) + list(rng.standard_normal((starts, w)))
+
+    def solve(delta, psi0):
+        d = jnp.asarray(float(delta))
+        sol = scipy.optimize.least_squares(
+            lambda p: np.asarray(r_jit(jnp.asarray(p), d)), psi0,
+            jac=lambda p: np.asarray(j_jit(jnp.asarray(p), d)), method="trf",
+            xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=max_nfev)
+        return float(np.sum(sol.fun ** 2)), sol.x
+
     out, solutions = [], []
     for delta in deltas:
-        d = jnp.asarray(float(delta))
         best, best_psi = np.inf, None
         for v in dirs:
-            psi0 = np.concatenate([[float(G.beta0[atom]) - math.log(2)], v,
-                                   np.zeros(w if center else 0), rest0])
-            sol = scipy.optimize.least_squares(
-                lambda p, d=d: np.asarray(r_jit(jnp.asarray(p), d)), psi0,
-                jac=lambda p, d=d: np.asarray(j_jit(jnp.asarray(p), d)), method="lm",
-                xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=max_nfev)
-            value = float(np.sum(sol.fun ** 2))
+            value, psi = solve(delta, np.concatenate([[float(G.beta0[atom]) - math.log(2)], v,
+                                                      np.zeros(w if center else 0), rest0]))
             if value < best or best_psi is None:
-                best, best_psi = min(best, value), sol.x
+                best, best_psi = min(best, value), psi
             if stop_below is not None and best <= stop_below:
                 break
         out.append(best)
         solutions.append(best_psi)
-    return np.array(out), np.array(solutions)
+    out, solutions = np.array(out), np.array(solutions)
+    for _ in range(3 if continuation else 0):
+        improved = False
+        for order in (range(1, deltas.size), range(deltas.size - 2, -1, -1)):
+            for i in order:
+                j = i - 1 if order.step == 1 else i + 1
+                value, psi = solve(deltas[i], solutions[j])
+                if value < out[i] * (1 - 1e-9):
+                    out[i], solutions[i], improved = value, psi, True
+        if not improved:
+            break
+    return out, solutions
 
 
 @dataclasses.dataclass(frozen=True)

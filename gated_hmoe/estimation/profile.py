@@ -221,6 +221,51 @@ def radius(deltas: Float[ArrayLike, " K"], excess: Float[ArrayLike, " K"], c: fl
     return float(math.exp(log_r)), "interpolated"
 
 
+def predicted_radii(deltas: Float[ArrayLike, " K"], m: Float[ArrayLike, " K"],
+                    x: Float[ArrayLike, " P"], c: float) -> tuple[np.ndarray, np.ndarray]:
+    r"""The radius the population predicts at effective sample sizes ``x = n / nu``:
+    :func:`radius` of the population excess ``x m(delta)`` (units of ``nu``) on the same
+    offsets and threshold ``c`` as a measured profile, so a censored radius, or a far branch
+    where ``m`` dips below ``c / x`` again, is predicted as it would be measured. Returns
+    ``(radius (P,), status (P,))``.
+
+    >>> d = np.array([0.1, 0.2, 0.4, 0.8])
+    >>> r, s = predicted_radii(d, 1e-4 * d ** 4, np.array([1e2, 1e6]), 4.0)
+    >>> s.tolist(), round(float(r[1]), 4)
+    (['censored', 'interpolated'], 0.4105)
+    """
+    d = checks.finite_array(deltas, "deltas", ndim=1)
+    m = checks.finite_array(m, "m", shape=d.shape)
+    x = checks.finite_array(x, "x", ndim=1)
+    c = checks.real(c, "c", positive=True)
+    if np.any(m < 0) or np.any(x <= 0):
+        raise ValueError("m must be >= 0 and x > 0")
+    out = [radius(d, xi * m, c) for xi in x]
+    return np.array([r for r, _ in out]), np.array([s for _, s in out])
+
+
+def local_exponent(deltas: Float[ArrayLike, " K"], m: Float[ArrayLike, " K"],
+                   at: Float[ArrayLike, " P"], *, floor: float = 1e-28) -> np.ndarray:
+    r"""The local exponent ``d log m / d log delta`` of ``m (K,)`` on ``deltas (K,)`` at the
+    offsets ``at (P,)``: the log-log slope of the grid interval that holds each (``nan``
+    outside the grid, for a non-finite ``at``, or where ``m <= floor``).
+
+    >>> d = np.array([0.1, 0.2, 0.4])
+    >>> local_exponent(d, d ** 4, np.array([0.15, 0.3, 1.0])).round(6).tolist()
+    [4.0, 4.0, nan]
+    """
+    d = checks.finite_array(deltas, "deltas", ndim=1)
+    m = checks.finite_array(m, "m", shape=d.shape)
+    at = np.asarray(at, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lm = np.where(m > floor, np.log(np.maximum(m, floor)), np.nan)
+        seg = np.diff(lm) / np.diff(np.log(d))
+        i = np.searchsorted(d, at, side="right") - 1
+        i = np.where(at == d[-1], d.size - 2, i)
+        ok = np.isfinite(at) & (i >= 0) & (i < d.size - 1)
+    return np.where(ok, seg[np.clip(i, 0, d.size - 2)], np.nan)
+
+
 def calibrated_threshold(null_excess: Float[ArrayLike, "..."], quantile: float = 0.95
                          ) -> float:
     r"""The threshold ``c`` of :func:`radius` calibrated on simulated null draws: the
@@ -366,5 +411,5 @@ def profile(problem, *, deltas: Float[ArrayLike, " K"], starts: Float[ArrayLike,
 
 
 __all__ = ["CHI2_95", "RADIUS_STATUS", "MoEPairProblem", "PairFits", "Profile",
-           "calibrated_threshold", "fit_pairs",
+           "calibrated_threshold", "fit_pairs", "local_exponent", "predicted_radii",
            "fit_pairs_batch", "pair_dim", "profile", "radius"]

@@ -222,7 +222,7 @@ def population_starts(config: ProfileConfig, *, cache_dir=None) -> np.ndarray:
     payload = {"kind": "population starts", "expert": config.expert, "gate": config.gate,
                "truth": moe.measure_to_dict(G), "deltas": config.deltas().tolist(),
                "split": config.split, "starts": 0, "max_nfev": 300, "quad_points": 100,
-               "version": 1}
+               "version": 2}
 
     def compute():
         m, psi = modulus.modulus_solutions(config.deltas(), expert=config.expert,

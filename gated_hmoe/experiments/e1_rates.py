@@ -377,6 +377,7 @@ class SweepResult:
                          "effective_sample_size": [p["x"] for p in self.points]},
                 "slopes": {m: None if s is None else s.to_dict() for m, s in self.slopes.items()},
                 "slope_note": self.config.slope_note(),
+                "slope_notes": slope_notes(self.config, self.slopes),
                 "failures": self.failures(), "total_failures": int(sum(self.failures())),
                 "seconds": self.seconds, "points": self.points}
 
@@ -407,6 +408,25 @@ def compute_slopes(config: SweepConfig, points: list[dict]) -> dict[str, rates.S
             continue
         out[m] = rates.slope(x, L, x_min=lo, x_max=hi, seed=config.seed) if computable else None
     return out
+
+
+#: Metrics of the over-fitted atoms: end points of over-specified fits (SPEC §5).
+ENDPOINT_METRICS: tuple[str, ...] = ("worst_overfitted", "V")
+
+
+def slope_notes(config: SweepConfig, slopes: dict) -> dict[str, str]:
+    """Why a printed slope is not a rate, per metric: a median in range that is a failed fit
+    (the slope is undefined), or the end points of an over-specified fit's over-fitted atoms,
+    which report the optimiser's start, budget and branch rather than what the data
+    determine (a profile measures that: ``python -m gated_hmoe profile``)."""
+    notes = {}
+    for m, s in slopes.items():
+        if s is not None and not np.isfinite(s.slope):
+            notes[m] = "undefined: a median in the slope range is a failed fit"
+        elif s is not None and m in ENDPOINT_METRICS and config.k_fit > config.k_true:
+            notes[m] = ("end points of an over-specified fit: they report the start, budget "
+                        "and branch, not a rate (see the profile command)")
+    return notes
 
 
 def run_sweep(config: SweepConfig, *, cache_dir=None, progress: bool = True,
@@ -669,7 +689,7 @@ def live_fit(*, expert: str, k: int, n: int, noise: float, spread: float, replic
 __all__ = ["CLASSES", "FADE_WEIGHT", "MAX_POINTS", "MEMORY_BASE", "MEMORY_PER_RECORD",
            "MEMORY_PER_SAMPLE", "METRICS", "check_sweep", "sweep_grid", "NOISE_CELLS", "NOISE_FIT_MIN", "OVERLAP",
            "REPLICATE_FIELDS", "SLOPE_ONLY_FIELDS", "SWEEPS", "SweepConfig", "SweepResult",
-           "UPPER_FIT_MIN", "budget_rows", "compute_slopes", "format_budget_rows", "live_fit",
+           "UPPER_FIT_MIN", "ENDPOINT_METRICS", "budget_rows", "slope_notes", "compute_slopes", "format_budget_rows", "live_fit",
            "longer_budget", "n_sweep_configs", "noise_sweep_configs", "peak_bytes", "plateau", "run_all",
            "run_point", "run_sweep", "slope_rows", "sweep_overlap", "upper_slopes",
            "valley_profile"]

@@ -241,7 +241,7 @@ def modulus(deltas, *, expert: str, gate: str, quad_points: int = 200, starts: i
     starts = checks.positive_int(starts, "starts", minimum=0)
     payload = {"expert": expert, "gate": gate, "deltas": deltas.tolist(),
                "quad_points": quad_points, "starts": starts, "seed": seed,
-               "max_nfev": max_nfev, "version": 1}
+               "max_nfev": max_nfev, "version": 2}
 
     def compute():
         m = modulus_lib.modulus_values(deltas, expert=expert, gate=gate, quad_points=quad_points,

@@ -300,12 +300,15 @@ def measure_from_dict(d, name: str = "true", *, expert: str, gate: str = "linear
     missing = [key for key in ("beta0", "beta1", "expert") if key not in d]
     if missing:
         raise ValueError(f"{name} is missing keys {missing}")
-    try:
-        G = MixingMeasure(np.asarray(d["beta0"], float), np.asarray(d["beta1"], float),
-                          np.asarray(d["expert"], float),
-                          None if d.get("quad") is None else np.asarray(d["quad"], float))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must hold rectangular arrays of numbers ({exc})") from exc
+    def field(key):
+        try:
+            return np.asarray(d[key], float)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} field {key!r} must be a rectangular array of numbers, "
+                             f"got {d[key]!r}") from exc
+
+    G = MixingMeasure(field("beta0"), field("beta1"), field("expert"),
+                      None if d.get("quad") is None else field("quad"))
     return validate_measure(G, name, expert=expert, gate=gate)
 
 

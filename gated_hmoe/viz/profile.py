@@ -49,7 +49,8 @@ def excess_axes(ax, sweep, point: int = -1, *, colour=None):
 
 
 def radius_axes(ax, sweeps: dict, *, c: float | None = None, reference: float | None = -0.25,
-                colours: dict | None = None, resolved=()):
+                colours: dict | None = None, resolved=(), slopes: dict | None = None,
+                predicted: dict | None = None):
     """Median radius (interquartile band) against ``n / nu`` for several sweeps
     (``label -> ProfileSweep``) at threshold ``c`` (default each sweep's own); the legend
     states each slope with its bootstrap 95% interval over whole replicate curves and the
@@ -58,7 +59,9 @@ def radius_axes(ax, sweeps: dict, *, c: float | None = None, reference: float | 
     ``colours``: ``label -> colour`` (default the expert class's); ``resolved``: labels whose
     slope is fitted from the first point whose median radius is inside the grid
     (:meth:`~gated_hmoe.experiments.e1_profile.ProfileSweep.slope`; the others' over the
-    whole grid)."""
+    whole grid); ``slopes``: ``label -> text`` given in place of the legend's slope (the
+    rule of the text that states it); ``predicted``: ``label -> (x, radius, censored)`` a
+    predicted radius drawn dashed, censored values as upward arrows."""
     first = None
     for label, sw in sweeps.items():
         r, status = sw.radii(c)
@@ -66,7 +69,9 @@ def radius_axes(ax, sweeps: dict, *, c: float | None = None, reference: float | 
         colour = (colours or {}).get(label) or _colour(sw)
         censored = np.mean(status == "censored", 1) >= 0.5
         ok = np.isfinite(med)                  # a median that is undetermined is not drawn
-        if len(sw.points) < 2:
+        if label in (slopes or {}):
+            slope = slopes[label]
+        elif len(sw.points) < 2:
             slope = "no slope (one point)"
         elif label in resolved:
             slope = sw.slope(c, resolved=True).label() + " (resolved points)"
@@ -80,6 +85,11 @@ def radius_axes(ax, sweeps: dict, *, c: float | None = None, reference: float | 
         ax.fill_between(sw.x[band], q1[band], q3[band], color=colour, alpha=0.15, linewidth=0)
         if first is None and ok.any():
             first = (sw.x[ok], med[ok])
+        if label in (predicted or {}):
+            px, pr, pc = (np.asarray(v) for v in predicted[label])
+            ax.plot(px, pr, "--", color=colour, lw=1.2,
+                    label=f"{label}: predicted by the truth's modulus")
+            ax.plot(px[pc], pr[pc], "^", color=colour, ms=8, alpha=0.6)
     if reference is not None and first is not None:
         xs, med = first
         ax.plot(xs, med[0] * (xs / xs[0]) ** reference, ":", color="0.3",
@@ -166,12 +176,16 @@ def null_axes(ax, draws, c: float, *, df: int = 1, regular: float | None = None,
     return ax
 
 
-def profile_panels(sweep):
+def profile_panels(sweep, *, slope: str | None = None, predicted=None):
     """Two panels for one sweep: the excess profiles at the largest ``n / nu`` and the
-    radius against ``n / nu`` (what the command line writes)."""
+    radius against ``n / nu`` (what the command line writes); ``slope``: the legend's slope
+    text, ``predicted``: ``(x, radius, censored)`` of a predicted radius
+    (:func:`radius_axes`)."""
     fig, axes = new_figure(2, width=12.0, height=4.4)
     excess_axes(axes[0], sweep, -1)
-    radius_axes(axes[1], {getattr(sweep.config, "label", sweep.config.expert): sweep})
+    label = getattr(sweep.config, "label", sweep.config.expert)
+    radius_axes(axes[1], {label: sweep}, slopes=None if slope is None else {label: slope},
+                predicted=None if predicted is None else {label: predicted})
     axes[1].set_title("resolvable radius of the over-fitted pair")
     fig.tight_layout()
     return fig, axes

@@ -1,0 +1,217 @@
+r"""What a profile sweep reports: the radius slope over the points that can carry one, and the
+prediction of the truth's own modulus.
+
+A median radius at the grid's end is a lower bound (*censored*), one at its start an upper
+bound, an undetermined one no value at all: none of them enters a slope
+(:func:`usable_points`). A slope over fewer than :data:`MIN_SLOPE_POINTS` usable points is
+not reported (:func:`radius_slope`).
+
+For a mixture-of-experts truth the population version of the excess at offset ``delta`` is
+``(n / nu) m(delta)``, with ``m`` the truth's modulus
+(:func:`gated_hmoe.estimation.modulus.modulus_values`) on the profile's own offsets; the
+same threshold and the same radius rule (:func:`gated_hmoe.estimation.profile.radius`) turn
+it into a predicted radius per grid point (:func:`predict`), so censoring, and a far branch
+where ``m`` dips again, are predicted too. The quartic law ``m ~ C delta^4`` is the small-
+``delta`` limit; at the radii a sweep reaches, the local exponent of ``m``
+(:func:`gated_hmoe.estimation.profile.local_exponent`) says whether a radius slope of
+``-1/4`` is to be expected or the slope of the predicted radii, ``-1/p`` for a local
+exponent ``p``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from gated_hmoe import checks
+from gated_hmoe.estimation import modulus, profile, rates
+from gated_hmoe.experiments import runner
+from gated_hmoe.experiments.e1_profile import ProfileConfig, ProfileSweep
+from gated_hmoe.models import moe
+
+#: A radius slope needs this many usable grid points (two points always lie on a line).
+MIN_SLOPE_POINTS: int = 3
+#: The measured median radius and the truth's predicted radius agree within this factor at
+#: every grid point where both are inside the grid (the book's agreement factor,
+#: :data:`gated_hmoe.experiments.e1_profile.AGREEMENT_FACTOR`).
+PREDICTION_FACTOR: float = 1.5
+#: Local exponents of ``m`` within this distance of 4 count as the quartic regime.
+QUARTIC_TOLERANCE: float = 0.5
+#: Settings of the population modulus behind a prediction
+#: (:func:`gated_hmoe.estimation.modulus.modulus_solutions`: its default directions and
+#: budget, each offset also started from its neighbours' minimisers, round-off stops a
+#: direction).
+MODULUS_SETTINGS: dict = {"starts": 4, "quad_points": 200, "max_nfev": 2000,
+                          "stop_below": 1e-28, "seed": 0, "continuation": True}
+
+
+def usable_points(sweep: ProfileSweep, c: float | None = None) -> np.ndarray:
+    """``(points,)`` bool: grid points whose median radius is determined and strictly inside
+    the grid of offsets (neither censored at its end nor below its start)."""
+    med = sweep.median_radius(c)
+    d = sweep.config.deltas()
+    return np.isfinite(med) & (med < d[-1]) & (med > d[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class RadiusSlope:
+    """The radius slope of a sweep over its usable points: ``slope`` (``None`` with a
+    ``note`` when fewer than :data:`MIN_SLOPE_POINTS` are usable) and ``used`` the indices of
+    the grid points that enter it."""
+
+    slope: rates.Slope | None
+    used: tuple[int, ...]
+    note: str | None
+
+    def label(self) -> str:
+        """The legend's and the command's text: the slope with its interval and range, or why
+        there is none."""
+        if self.slope is None:
+            return f"no radius slope ({self.note})"
+        x = self.slope.x
+        return f"{self.slope.label()} over n/ν {x[0]:.1e} … {x[-1]:.1e}"
+
+
+def radius_slope(sweep: ProfileSweep, c: float | None = None) -> RadiusSlope:
+    """The slope of the median radius against ``n / nu`` over :func:`usable_points` (from the
+    first usable point to the last; bootstrap over whole replicate curves), or ``None`` with a
+    note saying how many points are usable and why the others are not."""
+    ok = usable_points(sweep, c)
+    used = tuple(int(i) for i in np.flatnonzero(ok))
+    if len(used) < MIN_SLOPE_POINTS:
+        med = sweep.median_radius(c)
+        d = sweep.config.deltas()
+        censored = int(np.sum(med >= d[-1]))
+        below = int(np.sum(med <= d[0]))
+        undetermined = int(np.sum(~np.isfinite(med)))
+        return RadiusSlope(None, used, (
+            f"{len(used)} of {len(med)} grid points have a median radius inside the grid "
+            f"({censored} censored at its end, {below} at its start, {undetermined} "
+            f"undetermined); a slope needs {MIN_SLOPE_POINTS}"))
+    x = sweep.x
+    s = sweep.slope(c, x_min=float(x[used[0]]), x_max=float(x[used[-1]]))
+    return RadiusSlope(s, used, None)
+
+
+# ------------------------------------------------------------------ the truth's prediction
+
+def population_modulus(config: ProfileConfig, *, cache_dir=None) -> np.ndarray:
+    """``m(delta) (K,)`` of the configuration's truth on its offsets
+    (:data:`MODULUS_SETTINGS`), cached in the store ``"profile"``."""
+    if not isinstance(config, ProfileConfig):
+        raise TypeError(f"config must be a ProfileConfig, got {type(config).__name__}")
+    G = config.validate().truth()
+    payload = {"kind": "population modulus", "expert": config.expert, "gate": config.gate,
+               "truth": moe.measure_to_dict(G), "deltas": config.deltas().tolist(),
+               "split": config.split, **MODULUS_SETTINGS}
+
+    def compute():
+        m = modulus.modulus_values(config.deltas(), expert=config.expert, gate=config.gate,
+                                   G_true=G, split=config.split, **MODULUS_SETTINGS)
+        return {**payload, "m": m.tolist()}
+
+    entry = runner.Store("profile", cache_dir).get(f"modulus/{runner.config_key(payload)}",
+                                                   compute)
+    return np.array(entry["m"], float)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """The truth's prediction of a sweep: ``m (K,)`` on ``deltas (K,)``; per grid point the
+    predicted ``radius`` and its ``status``, the ``measured`` median, their ``ratio``
+    (``nan`` unless both lie inside the grid), the ``local_exponent`` of ``m`` at the
+    measured median; ``expected_slope``: the slope of the predicted radii over the measured
+    slope's points (``nan`` without one)."""
+
+    deltas: np.ndarray
+    m: np.ndarray
+    x: np.ndarray
+    radius: np.ndarray
+    status: np.ndarray
+    measured: np.ndarray
+    ratio: np.ndarray
+    local_exponent: np.ndarray
+    expected_slope: float
+
+    def ratios_agree(self, factor: float = PREDICTION_FACTOR) -> bool:
+        """Every finite ratio (measured and predicted radius both inside the grid) within
+        ``[1/factor, factor]``."""
+        r = self.ratio[np.isfinite(self.ratio)]
+        return bool(np.all((r >= 1 / factor) & (r <= factor)))
+
+    def same_censoring(self) -> bool:
+        """Every grid point whose predicted radius is censored is measured censored (median
+        at the grid's end), and the reverse."""
+        return bool(np.array_equal(self.status == "censored", self.measured >= self.deltas[-1]))
+
+    def agrees(self, factor: float = PREDICTION_FACTOR) -> bool:
+        """:meth:`ratios_agree` and :meth:`same_censoring`."""
+        return self.ratios_agree(factor) and self.same_censoring()
+
+    def regime(self, used: tuple[int, ...]) -> str:
+        """Whether the measured radii over ``used`` lie in the quartic regime of ``m``."""
+        p = self.local_exponent[list(used)]
+        if p.size == 0 or not np.all(np.isfinite(p)):
+            return "no local exponent of m at the measured radii"
+        if np.all(np.abs(p - 4.0) <= QUARTIC_TOLERANCE):
+            return "quartic regime: the radius slope is expected near -1/4"
+        return (f"before the quartic regime (local exponent of m {p.min():.1f} to "
+                f"{p.max():.1f}): the slope follows the modulus, {self.expected_slope:+.2f} "
+                "predicted, not -1/4")
+
+
+def predict(sweep: ProfileSweep, m: np.ndarray, c: float | None = None) -> Prediction:
+    """The prediction of ``m (K,)`` (the truth's modulus on the sweep's offsets) for every
+    grid point of ``sweep`` at threshold ``c`` (default the sweep's)."""
+    c = sweep.config.c if c is None else checks.real(c, "c", positive=True)
+    d = sweep.config.deltas()
+    m = checks.finite_array(m, "m", shape=d.shape)
+    x = sweep.x
+    r, status = profile.predicted_radii(d, m, x, c)
+    med = sweep.median_radius(c)
+    inside = usable_points(sweep, c) & (status == "interpolated")
+    ratio = np.where(inside, med / r, np.nan)
+    local = profile.local_exponent(d, m, np.where(np.isfinite(med), med, np.nan))
+    used = radius_slope(sweep, c).used
+    expected = float("nan")
+    if len(used) >= 2 and np.all(status[list(used)] == "interpolated"):
+        expected = rates.loglog_slope(x[list(used)], r[list(used)])[0]
+    return Prediction(d, m, x, r, status, med, ratio, local, float(expected))
+
+
+def report(sweep: ProfileSweep, prediction: Prediction | None = None) -> dict:
+    """``results.json`` of a profile sweep: :meth:`ProfileSweep.to_dict` with the radius
+    slope over the usable points (``slopes.radius``, ``slope_range``, ``slope_note``) and,
+    given a ``prediction``, the modulus with the offsets, ``predicted_radius``,
+    ``predicted_status``, ``ratio`` and ``local_exponent`` per grid point, the expected
+    slope, the regime and whether measurement and prediction agree (strict JSON)."""
+    out = sweep.to_dict()
+    rs = radius_slope(sweep)
+    out["slopes"] = {"radius": None if rs.slope is None else rs.slope.to_dict()}
+    out["slope_note"] = sweep.slope_note() or rs.note
+    out["slope_range"] = {"points": list(rs.used),
+                          "n": [int(sweep.n[i]) for i in rs.used],
+                          "effective_sample_size": [float(sweep.x[i]) for i in rs.used],
+                          "rule": ("grid points whose median radius is determined and inside "
+                                   f"the grid of offsets; at least {MIN_SLOPE_POINTS}")}
+    if prediction is not None:
+        p = prediction
+        for i, point in enumerate(out["points"]):
+            point.update(predicted_radius=float(p.radius[i]),
+                         predicted_status=str(p.status[i]), ratio=float(p.ratio[i]),
+                         local_exponent=float(p.local_exponent[i]))
+        out["prediction"] = {
+            "modulus": {"deltas": p.deltas.tolist(), "m": p.m.tolist(),
+                        "settings": MODULUS_SETTINGS},
+            "rule": ("predicted radius: the radius rule on the population excess "
+                     "(n / nu) m(delta) at the same offsets and threshold"),
+            "expected_slope": p.expected_slope, "regime": p.regime(rs.used),
+            "factor": PREDICTION_FACTOR, "ratios_agree": p.ratios_agree(),
+            "same_censoring": p.same_censoring(), "agrees": p.agrees()}
+    return runner.json_safe(out)
+
+
+__all__ = ["MIN_SLOPE_POINTS", "MODULUS_SETTINGS", "PREDICTION_FACTOR", "Prediction",
+           "QUARTIC_TOLERANCE", "RadiusSlope", "population_modulus", "predict",
+           "radius_slope", "report", "usable_points"]
