@@ -231,7 +231,7 @@ def write_profile(result: e1_profile.ProfileSweep, out: Path,
     out.mkdir(parents=True, exist_ok=True)
     payload = profile_report.report(result, prediction)
     runner.write_json_atomic(out / "results.json", payload, indent=1)
-    rs = profile_report.radius_slope(result)
+    rs = result.radius_slope()
     predicted = None if prediction is None else (
         prediction.x, prediction.radius, prediction.status == "censored")
     _save(viz_profile.profile_panels(result, slope=rs.label(), predicted=predicted)[0],
@@ -288,18 +288,33 @@ def add_profile_flags(p, *, offsets: str) -> None:
 
 def attention_profile_config(args) -> e2_profile.AttentionProfileConfig:
     """The :class:`~gated_hmoe.experiments.e2_profile.AttentionProfileConfig` of the
-    ``attention-profile`` flags."""
+    ``attention-profile`` flags (the teacher read from ``--teacher`` or drawn by
+    ``--teacher-seed``; neither: the declared teacher)."""
+    weights = None
+    if args.teacher_weights is not None:
+        weights = heads.teacher_to_dict(heads.load_teacher(
+            args.teacher_weights, heads.check_layer_position(args.position), "teacher_weights"))
     return e2_profile.AttentionProfileConfig(
         position=args.position, **grid_fields(args), offsets=_offsets(args.offsets),
-        split=args.split, c=args.c, n_tokens=args.n_tokens).validate()
+        split=args.split, c=args.c, n_tokens=args.n_tokens, teacher_weights=weights,
+        teacher_seed=args.teacher_seed).validate()
 
 
 def cli_attention_profile(args, config: e2_profile.AttentionProfileConfig) -> int:
     """``attention-profile``: profile confidence sets of the surplus head of one gate
-    position along an n or noise sweep; ``DIR/results.json`` and ``DIR/profile.png``."""
+    position along an n or noise sweep; ``DIR/results.json`` (with both components of the
+    confidence set per grid point, ``branches``: :func:`gated_hmoe.experiments.e2_profile.report`)
+    and ``DIR/profile.png``."""
     result = e2_profile.run_profiles(config, cache_dir=args.cache_dir,
                                      progress=not args.no_progress)
-    return write_profile(result, Path(args.out))
+    status = write_profile(result, Path(args.out))
+    runner.write_json_atomic(Path(args.out) / "results.json", e2_profile.report(result),
+                             indent=1)
+    print(f"  both components (threshold c = {config.c:.3g} ν; teacher: "
+          f"{config.teacher_source}):")
+    for line in e2_profile.branch_lines(result):
+        print(f"  {line}")
+    return status
 
 
 def add_attention_profile(sub) -> None:
@@ -313,6 +328,18 @@ def add_attention_profile(sub) -> None:
     p.add_argument("--position", default="ridge", help=f"one of {heads.LAYER_POSITIONS}")
     p.add_argument("--tokens", dest="n_tokens", type=int, default=3,
                    help="sequence length N (>= 3)")
+    teacher = p.add_mutually_exclusive_group()
+    teacher.add_argument("--teacher", dest="teacher_weights", default=None, metavar="FILE.json",
+                         help=f"the teacher's weights: {heads.TEACHER_FORMAT} (default: the "
+                              "book's declared teacher)")
+    teacher.add_argument("--teacher-seed", dest="teacher_seed", type=int, default=None,
+                         metavar="S",
+                         help="a teacher drawn with seed S >= 0: independent normal entries "
+                              "(sd 1.5 for W_K, 0.3 for value biases, 1 otherwise), redrawn "
+                              f"until |cos| <= {heads.SEEDED_MAX_COSINE} between the two "
+                              "heads' score matrices and between their value maps, every "
+                              f"value map's norm >= {heads.SEEDED_MIN_LEAF} and every mass "
+                              f"|W_O| >= {heads.SEEDED_MIN_MASS} (ridge, G2-tied)")
     add_grid_flags(p, points=3, replicates=8, n_min=250, n_max=4000, n=250, noise_min=1e-12,
                    sweep_help="'n' (sample size at fixed noise) or 'noise'")
     add_profile_flags(p, offsets="0.03,2,8")

@@ -40,17 +40,17 @@ def synthetic_sweep(medians: list[float], *, replicates: int = 5) -> ep.ProfileS
 
 def test_slope_skips_censored_and_undetermined_points():
     sw = synthetic_sweep([3.0, 1.0, 0.5, 0.25, 0.125])      # the first censored at the end (2)
-    rs = pr.radius_slope(sw)
+    rs = sw.radius_slope()
     assert rs.used == (1, 2, 3, 4) and rs.note is None
     assert rs.slope.slope == pytest.approx(np.log(0.5) / np.log(10), abs=0.02)  # interpolated radii
     assert rs.slope.x[0] == pytest.approx(sw.x[1])
 
 
 def test_too_few_usable_points_give_no_slope_and_say_why():
-    rs = pr.radius_slope(synthetic_sweep([3.0, 3.0, 0.5, 0.25]))
+    rs = synthetic_sweep([3.0, 3.0, 0.5, 0.25]).radius_slope()
     assert rs.slope is None and rs.used == (2, 3)
     assert "2 of 4" in rs.note and "2 censored" in rs.note and "needs 3" in rs.note
-    rs = pr.radius_slope(synthetic_sweep([0.5, 0.25, np.nan]))
+    rs = synthetic_sweep([0.5, 0.25, np.nan]).radius_slope()
     assert rs.slope is None and "1 undetermined" in rs.note
     payload = pr.report(synthetic_sweep([3.0, 3.0, 0.5, 0.25]))
     assert payload["slopes"]["radius"] is None and "needs 3" in payload["slope_note"]

@@ -27,7 +27,12 @@ along the whole valley. For ridge leaves (value activation, tied G2) it grows li
 the whole teacher head while the other has a zero leaf and outputs nothing -- a second
 branch of exact fits, on which a head is switched off by its value map (the fixed split
 of the masses does not prevent it). Radii are therefore taken on the profile set's first
-component (``connected=True`` in :func:`gated_hmoe.estimation.profile.radius`).
+component (``connected=True`` in :func:`gated_hmoe.estimation.profile.radius`): a *local*
+radius. The dead-head branch gets its own verdict (:func:`dead_head_fits`): a surplus head
+with a zero value map outputs nothing whatever its router, so the least-squares minimum
+over that branch is the least-squares fit of the exactly specified student (``H*`` heads),
+and its excess over the profile's reference minimum, in units of ``nu``, is compared with
+the same threshold ``c``.
 
 :class:`AttentionPairProblem` supplies the constrained fits and the unconstrained polish
 that :func:`gated_hmoe.estimation.profile.profile` turns into the profile excess loss and
@@ -44,6 +49,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Float
 
 from gated_hmoe import checks
@@ -243,4 +249,60 @@ class AttentionPairProblem:
         return np.where(np.isfinite(ssr), ssr, np.inf)
 
 
-__all__ = ["AttentionPairProblem", "LEAF_KEYS", "PairLayout", "ROUTER_KEYS"]
+def dead_head_fits(x: Float[ArrayLike, "R n N d"], y: Float[ArrayLike, "R n N 1"], *,
+                   position: str, teacher: dict, max_iter: int = 200,
+                   rtol: float = 1e-2) -> dict[str, np.ndarray]:
+    r"""The dead-head branch's minimum per data set: least-squares fits of the exactly
+    specified student (the teacher's ``H*`` heads, every weight of the class free) to
+    ``x (R, n, N, d)``, ``y (R, n, N, 1)``, each started from the teacher ``teacher``
+    (:func:`gated_hmoe.models.heads.layer_teacher` layout).
+
+    A student with one head more whose surplus head has a zero leaf (value map, and biases
+    where the leaf has them) outputs what its other ``H*`` heads output, for every router of
+    the surplus head: ``min{L_n(G) : surplus leaf = 0}`` over the over-fitted class is the
+    least-squares minimum of the exactly specified class. The fit here is that branch's
+    minimum *near the teacher* (a local minimum, started from the teacher, certified like
+    every fit of the book by the loop's Gauss-Newton decrement,
+    :func:`gated_hmoe.estimation.head_fit.fit_students`); a lower minimum elsewhere on the
+    branch would only lower the excess.
+
+    Returns ``ssr (R,)`` (``nan`` where not finite), ``certified (R,)`` (converged and
+    finite), ``decrement (R,)``, ``iterations (R,)``.
+    """
+    position = heads.check_layer_position(position)
+    x = checks.finite_array(x, "x", ndim=4)
+    y = checks.finite_array(y, "y", ndim=4)
+    if y.shape != x.shape[:3] + (1,):
+        raise ValueError(f"y must have shape {x.shape[:3] + (1,)}, got {y.shape}")
+    theta0, unravel = ravel_pytree({k: jnp.asarray(v, jnp.float64) for k, v in teacher.items()})
+    out = head_fit.fit_students(x, y, np.tile(np.asarray(theta0), (x.shape[0], 1)),
+                                unravel=unravel, position=position, max_iter=max_iter,
+                                rtol=rtol)
+    finite = np.isfinite(out["ssr"]) & np.all(np.isfinite(out["theta"]), 1)
+    return {"ssr": np.where(finite, out["ssr"], np.nan), "certified": out["converged"] & finite,
+            "decrement": out["decrement"], "iterations": out["iterations"]}
+
+
+def dead_head_excess(ssr_dead: Float[ArrayLike, " R"], certified: ArrayLike,
+                     ssr_min: Float[ArrayLike, " R"], nu: float) -> np.ndarray:
+    r"""``Delta L_dead = (min over the dead-head branch - min_G L_n) / nu`` per data set, with
+    ``min_G L_n`` the smaller of the profile's reference ``ssr_min`` and the branch's own
+    minimum ``ssr_dead`` (both are upper bounds on the over-fitted class's minimum, so the
+    excess is ``>= 0``); ``nan`` where the branch's fit is not certified or the reference is
+    not finite.
+
+    >>> dead_head_excess(np.array([10.0, 4.0, 7.0]), np.array([True, True, False]),
+    ...                  np.array([6.0, 5.0, 5.0]), 0.5).tolist()
+    [8.0, 0.0, nan]
+    """
+    nu = checks.real(nu, "nu", positive=True)
+    ssr_dead = np.asarray(ssr_dead, float)
+    ssr_min = np.asarray(ssr_min, float)
+    ok = np.asarray(certified, bool) & np.isfinite(ssr_dead) & np.isfinite(ssr_min)
+    with np.errstate(invalid="ignore"):
+        excess = (ssr_dead - np.minimum(ssr_min, ssr_dead)) / nu
+    return np.where(ok, excess, np.nan)
+
+
+__all__ = ["AttentionPairProblem", "LEAF_KEYS", "PairLayout", "ROUTER_KEYS", "dead_head_excess",
+           "dead_head_fits"]

@@ -424,6 +424,31 @@ def _first_crossing(grid: np.ndarray, med: np.ndarray, eps: float) -> float:
     return float(math.exp(math.log(grid[i - 1]) + t * (math.log(grid[i]) - math.log(grid[i - 1]))))
 
 
+#: A radius slope needs this many grid points whose median radius is inside the grid (two
+#: points always lie on a line).
+MIN_SLOPE_POINTS: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class RadiusSlope:
+    """The radius slope of a sweep over its usable points: ``slope`` (``None`` with a
+    ``note`` when fewer than :data:`MIN_SLOPE_POINTS` are usable) and ``used`` the indices of
+    the grid points that enter it."""
+
+    slope: rates.Slope | None
+    used: tuple[int, ...]
+    note: str | None
+
+    def label(self) -> str:
+        """The legend's and the command's text: the slope with its interval and range, or why
+        there is none."""
+        if self.slope is None:
+            inside = self.note.split(" grid points")[0] if self.note else "too few"
+            return f"no radius slope ({inside} medians inside the grid)"
+        x = self.slope.x
+        return f"{self.slope.label()} over n/ν {x[0]:.1e} … {x[-1]:.1e}"
+
+
 # ------------------------------------------------------------------ the sweep
 
 @dataclasses.dataclass
@@ -506,6 +531,28 @@ class ProfileSweep:
         if ok.size == 0 or last - ok[0] < 1:
             return None
         return self.slope(c, x_min=float(self.x[ok[0]]), x_max=float(self.x[last]))
+
+    def usable_points(self, c: float | None = None) -> np.ndarray:
+        """``(points,)`` bool: grid points whose median radius is determined and strictly
+        inside the grid of offsets (neither censored at its end nor below its start)."""
+        med = self.median_radius(c)
+        d = self.config.deltas()
+        return np.isfinite(med) & (med < d[-1]) & (med > d[0])
+
+    def radius_slope(self, c: float | None = None) -> RadiusSlope:
+        """The slope of the median radius against ``n / nu`` over :meth:`usable_points`
+        (from the first to the last; bootstrap over whole replicate curves), or none with a
+        note saying how many points are usable and why the others are not."""
+        used = tuple(int(i) for i in np.flatnonzero(self.usable_points(c)))
+        if len(used) < MIN_SLOPE_POINTS:
+            med, d = self.median_radius(c), self.config.deltas()
+            return RadiusSlope(None, used, (
+                f"{len(used)} of {len(med)} grid points have a median radius inside the grid "
+                f"({int(np.sum(med >= d[-1]))} censored at its end, {int(np.sum(med <= d[0]))} "
+                f"at its start, {int(np.sum(~np.isfinite(med)))} undetermined); a slope "
+                f"needs {MIN_SLOPE_POINTS}"))
+        return RadiusSlope(self.slope(c, x_min=float(self.x[used[0]]),
+                                      x_max=float(self.x[used[-1]])), used, None)
 
     def median_radius(self, c: float | None = None) -> np.ndarray:
         """Median radius per grid point (undetermined radii rank last)."""
@@ -644,7 +691,7 @@ def run_profiles(config: ProfileConfig, *, cache_dir=None, progress: bool = True
         cache_dir=cache_dir, progress=progress)
 
 
-__all__ = ["VALLEY_EXCESS_BOUND", "MEMORY_BASE", "MEMORY_PER_RECORD", "MEMORY_PER_SAMPLE", "peak_bytes", "check_offsets", "offset_grid", "point_record", "AGREEMENT_FACTOR", "BANDS", "CALIBRATION", "CHAPTER_OFFSETS", "CALIBRATION_SEEDS", "CHAPTER_SIZES", "HELD_OUT_SEED", "POST_FIELDS",
+__all__ = ["MIN_SLOPE_POINTS", "RadiusSlope", "VALLEY_EXCESS_BOUND", "MEMORY_BASE", "MEMORY_PER_RECORD", "MEMORY_PER_SAMPLE", "peak_bytes", "check_offsets", "offset_grid", "point_record", "AGREEMENT_FACTOR", "BANDS", "CALIBRATION", "CHAPTER_OFFSETS", "CALIBRATION_SEEDS", "CHAPTER_SIZES", "HELD_OUT_SEED", "POST_FIELDS",
            "band_from_calibration", "chapter_configs", "chapter_noise_configs", "INDEPENDENT_SEED",
            "independent_nsweep_configs",
            "interpolated_medians", "ProfileConfig", "ProfileSweep", "SWEEPS", "fixed_design_identity",

@@ -18,11 +18,26 @@ teacher (:func:`population_starts`, cached) -- and the replicate's own solution 
 previous offset; with ``backward`` (the default) a second pass in decreasing offsets restarts
 each offset from the solutions one and two offsets further out and keeps a lower certified
 fit (:func:`gated_hmoe.estimation.profile.profile`).
+
+Two components of the confidence set (SPEC §4): the radius is that of the profile set's
+first component (a *local* radius around the split); beside it every grid point carries the
+*dead-head branch's* verdict per replicate (:func:`dead_head_point`): the excess
+``Delta L_dead = min{L_n : surplus head's leaf zero} - min_G L_n`` in units of ``nu`` -- the
+branch's minimum is the least-squares fit of the exactly specified student, started from
+the teacher (:func:`gated_hmoe.estimation.head_profile.dead_head_fits`), ``min_G L_n`` the
+smaller of it and the profile's reference -- rejected where it exceeds the threshold ``c``
+(:func:`report`, ``branches`` per grid point).
+
+The teacher is the declared one (:func:`gated_hmoe.models.heads.layer_teacher`) unless the
+configuration gives ``teacher_weights`` (:data:`gated_hmoe.models.heads.TEACHER_FORMAT`) or
+``teacher_seed`` (:func:`gated_hmoe.models.heads.seeded_teacher`); either enters the cache
+key, the declared teacher's keys are those of earlier versions.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -33,7 +48,7 @@ import numpy as np
 
 from gated_hmoe import checks
 from gated_hmoe.estimation import head_profile, profile
-from gated_hmoe.experiments import e1_profile, e1_rates, runner
+from gated_hmoe.experiments import e1_profile, e1_rates, profile_report, runner
 from gated_hmoe.models import heads
 
 #: The bound on a valley's largest excess (units of ``nu``), as in experiment E1.
@@ -51,7 +66,10 @@ class AttentionProfileConfig:
     sequence length ``N``; ``pop_n``: noiseless sequences of the population starts;
     ``backward``: the decreasing continuation pass; the
     other fields as in :class:`gated_hmoe.experiments.e1_profile.ProfileConfig` (teacher
-    head 0 is the one split).
+    head 0 is the one split). ``teacher_weights``: a user's two-head teacher as a JSON-ready
+    dict (:func:`gated_hmoe.models.heads.teacher_from_dict`), or ``teacher_seed``: a teacher
+    drawn by :func:`gated_hmoe.models.heads.seeded_teacher`; neither: the declared teacher
+    (they are left out of :meth:`to_dict` and the cache key when ``None``).
     """
 
     position: str = "ridge"
@@ -73,6 +91,8 @@ class AttentionProfileConfig:
     n_tokens: int = 3
     pop_n: int = 512
     backward: bool = True
+    teacher_weights: dict | None = None
+    teacher_seed: int | None = None
 
     def validate(self) -> "AttentionProfileConfig":
         """Check every field; raise ``ValueError``/``TypeError`` naming it. Returns ``self``."""
@@ -88,6 +108,12 @@ class AttentionProfileConfig:
         if not isinstance(self.backward, bool):
             raise TypeError(f"backward must be a bool, got {type(self.backward).__name__}")
         e1_profile.check_offsets(self.offsets)
+        if self.teacher_weights is not None and self.teacher_seed is not None:
+            raise ValueError("teacher_weights and teacher_seed are mutually exclusive: give one "
+                             "teacher")
+        if self.teacher_seed is not None:
+            checks.positive_int(self.teacher_seed, "teacher_seed", minimum=0)
+        self.teacher()                  # a bad teacher file or seed fails here, naming it
         return self
 
     #: Radii of the profile set's first component (:func:`gated_hmoe.estimation.profile.radius`):
@@ -108,8 +134,22 @@ class AttentionProfileConfig:
         return f"{self.position} ({heads.LEAF_CLASS[self.position]} leaf)"
 
     def teacher(self) -> dict:
-        """The declared teacher of :attr:`position` (two heads, ``d_v = 2``)."""
+        """The teacher of :attr:`position` (two heads, ``d_v = 2``): ``teacher_weights``
+        (validated), the draw of ``teacher_seed``, or the declared teacher."""
+        if self.teacher_weights is not None:
+            return heads.teacher_from_dict(self.position, self.teacher_weights,
+                                           "teacher_weights")
+        if self.teacher_seed is not None:
+            return {k: v.copy() for k, v in
+                    _seeded_teacher(self.position, self.teacher_seed).items()}
         return heads.layer_teacher(self.position, 2)
+
+    @property
+    def teacher_source(self) -> str:
+        """Where the teacher comes from: ``"declared"``, ``"file"`` or ``"seed S"``."""
+        if self.teacher_weights is not None:
+            return "file"
+        return "declared" if self.teacher_seed is None else f"seed {self.teacher_seed}"
 
     def deltas(self) -> np.ndarray:
         """The offsets ``delta`` of the profiles (log-spaced)."""
@@ -122,6 +162,9 @@ class AttentionProfileConfig:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["offsets"] = list(self.offsets)
+        for k in ("teacher_weights", "teacher_seed"):   # the declared teacher: keys as before
+            if out[k] is None:
+                del out[k]
         return out
 
     def key(self) -> str:
@@ -129,6 +172,11 @@ class AttentionProfileConfig:
         return runner.config_key({"experiment": "E2 profile",
                                   **{k: v for k, v in self.to_dict().items()
                                      if k not in POST_FIELDS}})
+
+
+@functools.lru_cache(maxsize=64)
+def _seeded_teacher(position: str, seed) -> dict:
+    return heads.seeded_teacher(position, seed)
 
 
 #: Peak-memory model of :func:`run_profiles`: ``MEMORY_BASE`` bytes, plus
@@ -179,6 +227,8 @@ def population_starts(config: AttentionProfileConfig, *, cache_dir=None) -> np.n
                "deltas": config.deltas().tolist(), "split": config.split,
                "n_tokens": config.n_tokens, "pop_n": config.pop_n,
                "max_iter": config.max_iter, "version": 1}
+    if config.teacher_source != "declared":     # the declared teacher's entries keep their keys
+        payload["teacher"] = heads.teacher_to_dict(teacher)
 
     def compute():
         x, _ = heads.sample_inputs(jax.random.key(12345), n=config.pop_n,
@@ -201,10 +251,10 @@ def population_starts(config: AttentionProfileConfig, *, cache_dir=None) -> np.n
     return np.array(entry["psi"], float)
 
 
-def run_point(config: AttentionProfileConfig, n: int, nu: float, *, starts: np.ndarray,
-              replicate_draws=None) -> dict:
-    """The profiles of every replicate at one grid point: a JSON-ready dict (no caching), in
-    the layout of :func:`gated_hmoe.experiments.e1_profile.run_point`."""
+def point_data(config: AttentionProfileConfig, n: int, nu: float, replicate_draws=None):
+    """``(n, nu, x, f, y)`` of one grid point, validated: the first ``n`` sequences of every
+    replicate (``replicate_draws``: :func:`replicate_data` of the config, drawn if not
+    given), the teacher's outputs ``f`` and the data ``y = f + sqrt(nu) xi``."""
     if not isinstance(config, AttentionProfileConfig):
         raise TypeError(f"config must be an AttentionProfileConfig, got {type(config).__name__}")
     config.validate()
@@ -213,7 +263,14 @@ def run_point(config: AttentionProfileConfig, n: int, nu: float, *, starts: np.n
     x, xi, f = replicate_draws if replicate_draws is not None else replicate_data(config)
     if n > x.shape[1]:
         raise ValueError(f"n must be <= the {x.shape[1]} drawn sequences, got {n}")
-    x, f, y = x[:, :n], f[:, :n], f[:, :n] + math.sqrt(nu) * xi[:, :n]
+    return n, nu, x[:, :n], f[:, :n], f[:, :n] + math.sqrt(nu) * xi[:, :n]
+
+
+def run_point(config: AttentionProfileConfig, n: int, nu: float, *, starts: np.ndarray,
+              replicate_draws=None) -> dict:
+    """The profiles of every replicate at one grid point: a JSON-ready dict (no caching), in
+    the layout of :func:`gated_hmoe.experiments.e1_profile.run_point`."""
+    n, nu, x, f, y = point_data(config, n, nu, replicate_draws)
     t0 = time.perf_counter()
     problem = head_profile.AttentionPairProblem(x, y, position=config.position,
                                                 teacher=config.teacher(), split=config.split,
@@ -225,17 +282,131 @@ def run_point(config: AttentionProfileConfig, n: int, nu: float, *, starts: np.n
     return e1_profile.point_record(n, nu, prof, ssr_true, time.perf_counter() - t0)
 
 
+#: Version of the dead-head entries of the store ``"profile"`` (:func:`run_profiles`); a
+#: change of what they hold bumps it, so older entries are recomputed.
+DEAD_HEAD_VERSION: int = 1
+
+
+def dead_head_point(config: AttentionProfileConfig, n: int, nu: float, *,
+                    replicate_draws=None) -> dict:
+    """The dead-head branch's fits of every replicate at one grid point (no caching): the
+    exactly specified student fitted from the teacher
+    (:func:`gated_hmoe.estimation.head_profile.dead_head_fits`, the configuration's budget
+    and certification). JSON-ready: ``dead_head_ssr_over_noise`` (``None`` where not finite),
+    ``dead_head_certified``, ``dead_head_iterations`` per replicate, ``dead_head_seconds``."""
+    n, nu, x, _, y = point_data(config, n, nu, replicate_draws)
+    t0 = time.perf_counter()
+    fits = head_profile.dead_head_fits(x, y,
+                                       position=config.position, teacher=config.teacher(),
+                                       max_iter=config.max_iter, rtol=config.rtol)
+    return {"dead_head_ssr_over_noise": [None if not np.isfinite(v) else float(v / nu)
+                                         for v in fits["ssr"]],
+            "dead_head_certified": [bool(v) for v in fits["certified"]],
+            "dead_head_iterations": [int(v) for v in fits["iterations"]],
+            "dead_head_seconds": float(time.perf_counter() - t0)}
+
+
+def with_dead_head(point: dict, fits: dict) -> dict:
+    """A grid point's record with the dead-head fits ``fits`` (:func:`dead_head_point`) and
+    ``dead_head_excess`` per replicate in units of ``nu``
+    (:func:`gated_hmoe.estimation.head_profile.dead_head_excess` against the profile's
+    reference ``ssr_min_over_noise``; ``None`` where not certified)."""
+    ssr = np.array([np.nan if v is None else v for v in fits["dead_head_ssr_over_noise"]], float)
+    ref = np.array([np.nan if v is None else v for v in point["ssr_min_over_noise"]], float)
+    excess = head_profile.dead_head_excess(ssr, np.array(fits["dead_head_certified"], bool),
+                                           ref, 1.0)
+    return {**point, **fits,
+            "dead_head_excess": [None if not np.isfinite(v) else float(v) for v in excess]}
+
+
+def dead_head_excess(sweep: e1_profile.ProfileSweep) -> np.ndarray:
+    """``(points, R)`` the dead-head branch's excess in units of ``nu`` (``nan`` where not
+    certified, or where a stored record has none)."""
+    R = sweep.config.replicates
+    return np.array([[np.nan if v is None else v for v in p.get("dead_head_excess", [None] * R)]
+                     for p in sweep.points], float)
+
+
 def run_profiles(config: AttentionProfileConfig, *, cache_dir=None, progress: bool = True
                  ) -> e1_profile.ProfileSweep:
-    """Run (or load from the store ``"profile"``) every grid point of ``config``."""
+    """Run (or load from the store ``"profile"``) every grid point of ``config``, each with
+    its dead-head branch (:func:`dead_head_point`, stored as its own entry beside the
+    point's, so profiles cached before it are completed, not recomputed)."""
     if not isinstance(config, AttentionProfileConfig):
         raise TypeError(f"config must be an AttentionProfileConfig, got {type(config).__name__}")
     config.validate()
     starts = population_starts(config, cache_dir=cache_dir)
-    return e1_profile.sweep_points(
-        config, config.position, lambda: replicate_data(config),
-        lambda n, nu, draws: run_point(config, n, nu, starts=starts, replicate_draws=draws),
+    draws = []
+
+    def replicate_draws():
+        if not draws:
+            draws.append(replicate_data(config))
+        return draws[0]
+
+    sweep = e1_profile.sweep_points(
+        config, config.position, replicate_draws,
+        lambda n, nu, d: run_point(config, n, nu, starts=starts, replicate_draws=d),
         cache_dir=cache_dir, progress=progress)
+    store = runner.Store("profile", cache_dir)
+    points = []
+    for p in sweep.points:
+        n, nu = p["n"], p["noise"]
+        fits = store.get(f"{config.key()}/dead_head_v{DEAD_HEAD_VERSION}_n{n}_nu{nu:.6e}",
+                         lambda: dead_head_point(config, n, nu,
+                                                 replicate_draws=replicate_draws()))
+        points.append(with_dead_head(p, fits))
+    return dataclasses.replace(sweep, points=points,
+                               seconds=sweep.seconds + sum(p["dead_head_seconds"]
+                                                           for p in points))
+
+
+def report(sweep: e1_profile.ProfileSweep) -> dict:
+    """``results.json`` of ``attention-profile``: :func:`gated_hmoe.experiments.profile_report.report`
+    with, per grid point, ``branches``: ``local_radius`` per replicate (the radius of the
+    profile set's first component, :attr:`AttentionProfileConfig.connected`) and
+    ``dead_head``: its ``excess`` and whether it is ``rejected`` (excess ``> c``; ``None``
+    where not certified) per replicate, the ``threshold`` ``c`` and the number of leaf weights
+    the branch pins (the surplus head's router is then unidentified: the excess is a singular
+    likelihood ratio, and ``c`` a convention, not its calibration); and the teacher used
+    (``teacher``: its source and weights)."""
+    config = sweep.config
+    out = profile_report.report(sweep)
+    c = float(config.c)
+    r, _ = sweep.radii()
+    dead = dead_head_excess(sweep)
+    leaf_dim = head_profile.PairLayout(config.position, config.teacher()).leaf_dim
+    for i, point in enumerate(out["points"]):
+        out["points"][i] = {**point, "branches": {
+            "local_radius": [None if not np.isfinite(v) else float(v) for v in r[i]],
+            "dead_head": {"excess": [None if not np.isfinite(v) else float(v) for v in dead[i]],
+                          "rejected": [None if not np.isfinite(v) else bool(v > c)
+                                       for v in dead[i]],
+                          "threshold": c, "pinned_weights": leaf_dim}}}
+    out["branches_rule"] = (
+        "local_radius: the radius of the profile set's first component (cut at the first "
+        "rejected offset); dead_head: min L_n over students whose surplus head has a zero leaf "
+        "(the exactly specified student fitted from the teacher, certified by the loop's "
+        "decrement) minus min_G L_n (the smaller of the profile's reference and that fit), in "
+        "units of nu, rejected where it exceeds the threshold")
+    out["teacher"] = {"source": config.teacher_source,
+                      "weights": heads.teacher_to_dict(config.teacher())}
+    return runner.json_safe(out)
+
+
+def branch_lines(sweep: e1_profile.ProfileSweep) -> list[str]:
+    """The summary of both components per grid point: the median local radius and how many
+    replicates reject the dead-head branch (with the median certified excess)."""
+    c = sweep.config.c
+    dead = dead_head_excess(sweep)
+    lines = []
+    for i, (p, m) in enumerate(zip(sweep.points, sweep.median_radius())):
+        ok = np.isfinite(dead[i])
+        median = f"median excess {np.median(dead[i][ok]):.3g} ν" if ok.any() else "no certified fit"
+        lines.append(f"n = {p['n']:>7d}, nu = {p['noise']:.1e}: local radius median {m:.3g}; "
+                     f"dead-head branch rejected in {int(np.sum(dead[i][ok] > c))} of "
+                     f"{dead.shape[1]} replicates ({median}"
+                     + ("" if ok.all() else f"; {int(np.sum(~ok))} not certified") + ")")
+    return lines
 
 
 def sweeps_from_record(record: dict) -> dict[str, e1_profile.ProfileSweep]:
@@ -307,7 +478,8 @@ def _check_ridge(sweeps: dict) -> None:
                              f"{heads.MASSFUL}, got {getattr(sw.config, 'position', None)!r}")
 
 
-__all__ = ["AttentionProfileConfig", "RADIUS_BAND_MIN_WIDTH", "RIDGE_RADIUS_SLOPE",
+__all__ = ["AttentionProfileConfig", "point_data", "RADIUS_BAND_MIN_WIDTH", "RIDGE_RADIUS_SLOPE",
            "RadiusCalibration", "calibrate_radius", "radius_band", "MEMORY_BASE", "MEMORY_PER_RECORD", "MEMORY_PER_SAMPLE",
            "POST_FIELDS", "VALLEY_EXCESS_BOUND", "peak_bytes", "population_starts", "replicate_data",
-           "run_point", "run_profiles", "sweeps_from_record"]
+           "run_point", "run_profiles", "sweeps_from_record", "DEAD_HEAD_VERSION", "branch_lines",
+           "dead_head_excess", "dead_head_point", "report", "with_dead_head"]

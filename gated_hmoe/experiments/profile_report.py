@@ -3,8 +3,8 @@ prediction of the truth's own modulus.
 
 A median radius at the grid's end is a lower bound (*censored*), one at its start an upper
 bound, an undetermined one no value at all: none of them enters a slope
-(:func:`usable_points`). A slope over fewer than :data:`MIN_SLOPE_POINTS` usable points is
-not reported (:func:`radius_slope`).
+(:meth:`~gated_hmoe.experiments.e1_profile.ProfileSweep.radius_slope`, over at least
+:data:`MIN_SLOPE_POINTS` usable points).
 
 For a mixture-of-experts truth the population version of the excess at offset ``delta`` is
 ``(n / nu) m(delta)``, with ``m`` the truth's modulus
@@ -27,11 +27,10 @@ import numpy as np
 from gated_hmoe import checks
 from gated_hmoe.estimation import modulus, profile, rates
 from gated_hmoe.experiments import runner
-from gated_hmoe.experiments.e1_profile import ProfileConfig, ProfileSweep
+from gated_hmoe.experiments.e1_profile import (MIN_SLOPE_POINTS, ProfileConfig, ProfileSweep,
+                                               RadiusSlope)
 from gated_hmoe.models import moe
 
-#: A radius slope needs this many usable grid points (two points always lie on a line).
-MIN_SLOPE_POINTS: int = 3
 #: The measured median radius and the truth's predicted radius agree within this factor at
 #: every grid point where both are inside the grid (the book's agreement factor,
 #: :data:`gated_hmoe.experiments.e1_profile.AGREEMENT_FACTOR`).
@@ -44,54 +43,6 @@ QUARTIC_TOLERANCE: float = 0.5
 #: direction).
 MODULUS_SETTINGS: dict = {"starts": 4, "quad_points": 200, "max_nfev": 2000,
                           "stop_below": 1e-28, "seed": 0, "continuation": True}
-
-
-def usable_points(sweep: ProfileSweep, c: float | None = None) -> np.ndarray:
-    """``(points,)`` bool: grid points whose median radius is determined and strictly inside
-    the grid of offsets (neither censored at its end nor below its start)."""
-    med = sweep.median_radius(c)
-    d = sweep.config.deltas()
-    return np.isfinite(med) & (med < d[-1]) & (med > d[0])
-
-
-@dataclasses.dataclass(frozen=True)
-class RadiusSlope:
-    """The radius slope of a sweep over its usable points: ``slope`` (``None`` with a
-    ``note`` when fewer than :data:`MIN_SLOPE_POINTS` are usable) and ``used`` the indices of
-    the grid points that enter it."""
-
-    slope: rates.Slope | None
-    used: tuple[int, ...]
-    note: str | None
-
-    def label(self) -> str:
-        """The legend's and the command's text: the slope with its interval and range, or why
-        there is none."""
-        if self.slope is None:
-            return f"no radius slope ({self.note})"
-        x = self.slope.x
-        return f"{self.slope.label()} over n/ν {x[0]:.1e} … {x[-1]:.1e}"
-
-
-def radius_slope(sweep: ProfileSweep, c: float | None = None) -> RadiusSlope:
-    """The slope of the median radius against ``n / nu`` over :func:`usable_points` (from the
-    first usable point to the last; bootstrap over whole replicate curves), or ``None`` with a
-    note saying how many points are usable and why the others are not."""
-    ok = usable_points(sweep, c)
-    used = tuple(int(i) for i in np.flatnonzero(ok))
-    if len(used) < MIN_SLOPE_POINTS:
-        med = sweep.median_radius(c)
-        d = sweep.config.deltas()
-        censored = int(np.sum(med >= d[-1]))
-        below = int(np.sum(med <= d[0]))
-        undetermined = int(np.sum(~np.isfinite(med)))
-        return RadiusSlope(None, used, (
-            f"{len(used)} of {len(med)} grid points have a median radius inside the grid "
-            f"({censored} censored at its end, {below} at its start, {undetermined} "
-            f"undetermined); a slope needs {MIN_SLOPE_POINTS}"))
-    x = sweep.x
-    s = sweep.slope(c, x_min=float(x[used[0]]), x_max=float(x[used[-1]]))
-    return RadiusSlope(s, used, None)
 
 
 # ------------------------------------------------------------------ the truth's prediction
@@ -170,10 +121,10 @@ def predict(sweep: ProfileSweep, m: np.ndarray, c: float | None = None) -> Predi
     x = sweep.x
     r, status = profile.predicted_radii(d, m, x, c)
     med = sweep.median_radius(c)
-    inside = usable_points(sweep, c) & (status == "interpolated")
+    inside = sweep.usable_points(c) & (status == "interpolated")
     ratio = np.where(inside, med / r, np.nan)
     local = profile.local_exponent(d, m, np.where(np.isfinite(med), med, np.nan))
-    used = radius_slope(sweep, c).used
+    used = sweep.radius_slope(c).used
     expected = float("nan")
     if len(used) >= 2 and np.all(status[list(used)] == "interpolated"):
         expected = rates.loglog_slope(x[list(used)], r[list(used)])[0]
@@ -187,7 +138,7 @@ def report(sweep: ProfileSweep, prediction: Prediction | None = None) -> dict:
     ``predicted_status``, ``ratio`` and ``local_exponent`` per grid point, the expected
     slope, the regime and whether measurement and prediction agree (strict JSON)."""
     out = sweep.to_dict()
-    rs = radius_slope(sweep)
+    rs = sweep.radius_slope()
     out["slopes"] = {"radius": None if rs.slope is None else rs.slope.to_dict()}
     out["slope_note"] = sweep.slope_note() or rs.note
     out["slope_range"] = {"points": list(rs.used),
@@ -213,5 +164,4 @@ def report(sweep: ProfileSweep, prediction: Prediction | None = None) -> dict:
 
 
 __all__ = ["MIN_SLOPE_POINTS", "MODULUS_SETTINGS", "PREDICTION_FACTOR", "Prediction",
-           "QUARTIC_TOLERANCE", "RadiusSlope", "population_modulus", "predict",
-           "radius_slope", "report", "usable_points"]
+           "QUARTIC_TOLERANCE", "RadiusSlope", "population_modulus", "predict", "report"]

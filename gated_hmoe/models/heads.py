@@ -32,6 +32,8 @@ of experiment E2's endpoint fits: ``wv (H, d)``, ``t (H, d)``, ``b (H,)``, ``wo 
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -152,6 +154,181 @@ def layer_teacher(position: str, heads: int = 2) -> dict:
     return {k: np.asarray(v, np.float64) for k, v in p.items()}
 
 
+# ------------------------------------------------------------------ user and seeded teachers
+
+#: What the fields of a two-head teacher are (``H = 2`` heads, ``d = 2``, ``d_v = 2``, head
+#: axis first; :func:`teacher_shapes` gives each position's fields and shapes): the
+#: ``--teacher FILE.json`` format of ``attention-profile``.
+TEACHER_FORMAT: str = (
+    "a JSON object of nested lists, head axis first (2 heads, d = 2, d_v = 2): "
+    "'wk' (2, 2, 2) key maps (W_Q = I); 'wv' (2, 2, 2) value maps; and per position "
+    "'t' (2, 2, 2) gate weights (G1, G2) or (2, 2) (G1-headwise), 'wg' (2, 2, 2) gate "
+    "weights (G3, G4), 'g5' (2,) output gate (G5), 'b' (2, 2) value biases (ridge), 'wo' (2, 2) "
+    "output rows, the channels' masses (ridge, G2-tied); no other field. Head 0 is the head "
+    "the student splits")
+
+
+def teacher_shapes(position: str, heads: int = 2) -> dict[str, tuple[int, ...]]:
+    """The fields of a teacher of ``position`` with ``heads`` heads (``d = 2``, ``d_v = 2``)
+    and their shapes, as :func:`layer_teacher` lays them out (:data:`TEACHER_FORMAT`).
+
+    >>> teacher_shapes("G2-tied")
+    {'wk': (2, 2, 2), 'wv': (2, 2, 2), 'wo': (2, 2)}
+    """
+    check_layer_position(position)
+    H, d, dv = checks.positive_int(heads, "heads"), 2, 2
+    shapes = {"wk": (H, d, d), "wv": (H, d, dv)}
+    if position in ("G1", "G2"):
+        shapes["t"] = (H, d, dv)
+    if position == "G1-headwise":
+        shapes["t"] = (H, d)
+    if position in ("G3", "G4"):
+        shapes["wg"] = (H, d, d)
+    if position == "G5":
+        shapes["g5"] = (d,)
+    if position == "ridge":
+        shapes["b"] = (H, dv)
+    if position in MASSFUL:
+        shapes["wo"] = (H, dv)
+    return shapes
+
+
+def _leaf_norms(p: dict) -> np.ndarray:
+    """Per head the norm of the leaf: value map and, where present, value biases."""
+    wv = np.asarray(p["wv"], float)
+    sq = np.sum(wv.reshape(wv.shape[0], -1) ** 2, 1)
+    if "b" in p:
+        sq = sq + np.sum(np.asarray(p["b"], float).reshape(wv.shape[0], -1) ** 2, 1)
+    return np.sqrt(sq)
+
+
+def teacher_from_dict(position: str, d, name: str = "teacher") -> dict:
+    """A two-head teacher of ``position`` from a JSON-ready dict (:data:`TEACHER_FORMAT`):
+    float64 arrays in the layout of :func:`layer_teacher`. ``ValueError`` naming ``name``
+    and the field otherwise (a missing or unknown field, a wrong shape, a value that is not
+    finite, a head whose leaf is zero -- such a teacher head outputs nothing).
+
+    >>> t = teacher_from_dict("MHSA", teacher_to_dict(layer_teacher("MHSA")))
+    >>> sorted(t), t["wv"].shape
+    (['wk', 'wv'], (2, 2, 2))
+    >>> teacher_from_dict("MHSA", {"wk": [[[1, 0], [0, 1]]] * 2, "wv": [[1, 0], [0, 1]]})
+    Traceback (most recent call last):
+    ...
+    ValueError: teacher field 'wv' must have shape (2, 2, 2), got (2, 2)
+    """
+    position = check_layer_position(position)
+    shapes = teacher_shapes(position)
+    if not isinstance(d, dict):
+        raise ValueError(f"{name} must be a JSON object with the fields "
+                         f"{', '.join(shapes)}, got {type(d).__name__}")
+    for key in d:
+        if key not in shapes:
+            raise ValueError(f"{name} field {key!r} is not a weight of position {position} "
+                             f"(its fields: {', '.join(shapes)})")
+    out = {}
+    for key, shape in shapes.items():
+        if key not in d:
+            raise ValueError(f"{name} field {key!r} is missing (position {position} needs "
+                             f"{', '.join(shapes)})")
+        try:
+            a = np.asarray(d[key], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} field {key!r} must be numbers of shape {shape}, got "
+                             f"{d[key]!r:.60}") from None
+        if a.shape != shape:
+            raise ValueError(f"{name} field {key!r} must have shape {shape}, got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} field {key!r} must be finite numbers")
+        out[key] = a
+    zero = np.flatnonzero(_leaf_norms(out) == 0)
+    if zero.size:
+        raise ValueError(f"{name} field 'wv' of head {int(zero[0])} is zero: a teacher head "
+                         "must output something")
+    return out
+
+
+def load_teacher(path: str, position: str, name: str = "teacher") -> dict:
+    """A two-head teacher of ``position`` read from the JSON file ``path``
+    (:data:`TEACHER_FORMAT`, :func:`teacher_from_dict`); ``ValueError`` naming ``name``."""
+    try:
+        with open(path) as fh:
+            d = json.load(fh)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{name} must be a readable JSON file, could not read {path!r}: "
+                         f"{exc}") from exc
+    return teacher_from_dict(position, d, name)
+
+
+def teacher_to_dict(p: dict) -> dict:
+    """A teacher's weights as a JSON-ready dict of nested lists (:func:`teacher_from_dict`
+    reads it back)."""
+    return {k: np.asarray(v, float).tolist() for k, v in p.items()}
+
+
+def head_cosines(p: dict) -> dict[str, float]:
+    """``|cos|`` between the two heads' score matrices ``W_K^0, W_K^1`` (``"wk"``) and
+    between their leaves (``"wv"``: value maps, with the biases where present), flattened:
+    how far a teacher's heads are from being told apart by nothing."""
+    wk = np.asarray(p["wk"], float)
+    leaf = [np.concatenate([np.ravel(np.asarray(p[k], float)[h]) for k in ("wv", "b") if k in p])
+            for h in range(2)]
+
+    def cos(a, b):
+        return float(abs(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    return {"wk": cos(wk[0].ravel(), wk[1].ravel()), "wv": cos(leaf[0], leaf[1])}
+
+
+#: The law of a seeded teacher (:func:`seeded_teacher`): the standard deviation of the
+#: independent centred normal entries of each field.
+SEEDED_TEACHER_SCALES: dict[str, float] = {"wk": 1.5, "wv": 1.0, "t": 1.0, "wg": 1.0,
+                                           "g5": 1.0, "b": 0.3, "wo": 1.0}
+#: A seeded teacher's heads are told apart: ``|cos|`` of their score matrices and of their
+#: leaves at most this (:func:`head_cosines`).
+SEEDED_MAX_COSINE: float = 0.5
+#: ... every head's leaf norm at least this, and every output-row entry (massful positions)
+#: at least this in absolute value.
+SEEDED_MIN_LEAF: float = 0.5
+SEEDED_MIN_MASS: float = 0.3
+#: Draws tried before giving up.
+SEEDED_MAX_DRAWS: int = 1000
+
+
+def seeded_teacher(position: str, seed: int) -> dict:
+    """A two-head teacher of ``position`` drawn from a declared law (``d = 2``, ``d_v = 2``,
+    :func:`teacher_shapes`): every entry of field ``f`` independent ``N(0, s_f^2)`` with
+    ``s_f`` from :data:`SEEDED_TEACHER_SCALES` (``W_K`` 1.5, value maps, gates and output rows
+    1, value biases 0.3), draw ``a = 0, 1, ...`` from the key
+    ``fold_in(fold_in(key(seed), a), i)`` for the ``i``-th field in the order of
+    :func:`teacher_shapes`; the first draw whose heads are told apart is kept: ``|cos|`` of
+    the two score matrices and of the two leaves at most :data:`SEEDED_MAX_COSINE`
+    (:func:`head_cosines`), every leaf norm at least :data:`SEEDED_MIN_LEAF` and, where the
+    output row is the channels' mass (:data:`MASSFUL`), every entry at least
+    :data:`SEEDED_MIN_MASS` in absolute value. The declared teacher (:func:`layer_teacher`) is
+    not a draw of this law (its score matrices have ``|cos| = 0.81``).
+
+    >>> t = seeded_teacher("G2-tied", 3)
+    >>> sorted(t), max(head_cosines(t).values()) <= SEEDED_MAX_COSINE
+    (['wk', 'wo', 'wv'], True)
+    """
+    shapes = teacher_shapes(position)
+    seed = checks.positive_int(seed, "teacher_seed", minimum=0)
+    key = jax.random.key(seed)
+    for attempt in range(SEEDED_MAX_DRAWS):
+        ka = jax.random.fold_in(key, attempt)
+        p = {f: SEEDED_TEACHER_SCALES[f] * np.asarray(
+                 jax.random.normal(jax.random.fold_in(ka, i), shape, jnp.float64))
+             for i, (f, shape) in enumerate(shapes.items())}
+        cos = head_cosines(p)
+        ok = (max(cos.values()) <= SEEDED_MAX_COSINE
+              and np.all(_leaf_norms(p) >= SEEDED_MIN_LEAF)
+              and (position not in MASSFUL or np.all(np.abs(p["wo"]) >= SEEDED_MIN_MASS)))
+        if ok:
+            return p
+    raise ValueError(f"teacher_seed {seed}: no draw of {SEEDED_MAX_DRAWS} had heads told apart "
+                     "(try another seed)")
+
+
 def to_attention_params(p: dict, position: str) -> AttentionParams:
     """The :class:`~gated_hmoe.attention.AttentionParams` of a layer that is not ``"ridge"``
     (``W_Q = I``; ``W_O`` the free rows ``wo`` or ones; ``"G2-tied"``: ``W_theta = W_V``)."""
@@ -265,4 +442,6 @@ def sample_inputs(key: Array, *, n: int, n_tokens: int = 2, d: int = 2
 
 __all__ = ["POSITIONS", "LAYER_POSITIONS", "MASSFUL", "check_layer_position", "layer_teacher", "LEAF_CLASS", "MAX_TEACHER_HEADS", "check_position", "teacher_params", "to_attention_params",
            "layer_output", "batched_output", "valley_student", "max_output_gap", "head_atoms",
-           "sample_inputs"]
+           "sample_inputs", "TEACHER_FORMAT", "teacher_shapes", "teacher_from_dict",
+           "teacher_to_dict", "load_teacher", "head_cosines", "SEEDED_TEACHER_SCALES", "SEEDED_MAX_COSINE",
+           "SEEDED_MIN_LEAF", "SEEDED_MIN_MASS", "SEEDED_MAX_DRAWS", "seeded_teacher"]

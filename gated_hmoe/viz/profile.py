@@ -52,23 +52,28 @@ def radius_axes(ax, sweeps: dict, *, c: float | None = None, reference: float | 
                 colours: dict | None = None, resolved=(), slopes: dict | None = None,
                 predicted: dict | None = None):
     """Median radius (interquartile band) against ``n / nu`` for several sweeps
-    (``label -> ProfileSweep``) at threshold ``c`` (default each sweep's own); the legend
-    states each slope with its bootstrap 95% interval over whole replicate curves and the
-    certified share; hollow markers: the median radius is censored at the grid's end.
-    ``reference``: a theory slope drawn through the first sweep's first median (dotted);
-    ``colours``: ``label -> colour`` (default the expert class's); ``resolved``: labels whose
-    slope is fitted from the first point whose median radius is inside the grid
-    (:meth:`~gated_hmoe.experiments.e1_profile.ProfileSweep.slope`; the others' over the
-    whole grid); ``slopes``: ``label -> text`` given in place of the legend's slope (the
-    rule of the text that states it); ``predicted``: ``label -> (x, radius, censored)`` a
-    predicted radius drawn dashed, censored values as upward arrows."""
+    (``label -> ProfileSweep``) at threshold ``c`` (default each sweep's own). A median
+    censored at the grid's end is a lower bound: drawn as an upward arrow, nudged sideways
+    per series so that equal bounds stay visible, and left out of the line and the slope.
+    The legend states each slope with its bootstrap 95% interval over whole replicate curves
+    and the certified share: by default the sweep's own rule
+    (:meth:`~gated_hmoe.experiments.e1_profile.ProfileSweep.radius_slope`: medians inside
+    the grid, at least three); ``resolved``: labels whose slope is fitted from the first
+    point whose median radius is inside the grid
+    (:meth:`~gated_hmoe.experiments.e1_profile.ProfileSweep.slope`); ``slopes``:
+    ``label -> text`` given in place of the legend's slope (the rule of the text that states
+    it). ``reference``: a theory slope drawn through the first sweep's first median inside
+    the grid (dotted); ``colours``: ``label -> colour`` (default the expert class's);
+    ``predicted``: ``label -> (x, radius, censored)`` a predicted radius drawn dashed,
+    censored values as arrows."""
     first = None
-    for label, sw in sweeps.items():
-        r, status = sw.radii(c)
+    for i, (label, sw) in enumerate(sweeps.items()):
+        r, _ = sw.radii(c)
         med, q1, q3 = _quartiles(r)
         colour = (colours or {}).get(label) or _colour(sw)
-        censored = np.mean(status == "censored", 1) >= 0.5
+        censored = med >= sw.config.deltas()[-1]
         ok = np.isfinite(med)                  # a median that is undetermined is not drawn
+        inside = ok & ~censored
         if label in (slopes or {}):
             slope = slopes[label]
         elif len(sw.points) < 2:
@@ -76,15 +81,19 @@ def radius_axes(ax, sweeps: dict, *, c: float | None = None, reference: float | 
         elif label in resolved:
             slope = sw.slope(c, resolved=True).label() + " (resolved points)"
         else:
-            slope = sw.slope(c).label()
-        ax.plot(sw.x[ok], med[ok], "-", color=colour,
-                label=f"{label}: {slope}; certified {sw.certified_fraction():.0%}")
-        ax.plot(sw.x[ok & ~censored], med[ok & ~censored], "o", color=colour)
-        ax.plot(sw.x[ok & censored], med[ok & censored], "^", color=colour, mfc="none", ms=7)
-        band = np.isfinite(q3)
+            slope = sw.radius_slope(c).label()
+        certified = f"certified {sw.certified_fraction():.0%}"
+        if inside.any():
+            ax.plot(sw.x[inside], med[inside], "o-", color=colour,
+                    label=f"{label}: {slope}; {certified}")
+        ax.plot(sw.x[ok & censored] * 1.06 ** i, med[ok & censored], "^", color=colour,
+                mfc="none", ms=7, label=None if inside.any() else
+                f"{label}: censored at every point (no slope); {certified}")
+        band = np.isfinite(q3) & inside
         ax.fill_between(sw.x[band], q1[band], q3[band], color=colour, alpha=0.15, linewidth=0)
-        if first is None and ok.any():
-            first = (sw.x[ok], med[ok])
+        usable = sw.usable_points(c)
+        if first is None and usable.any():
+            first = (sw.x[usable], med[usable])
         if label in (predicted or {}):
             px, pr, pc = (np.asarray(v) for v in predicted[label])
             ax.plot(px, pr, "--", color=colour, lw=1.2,
@@ -94,12 +103,13 @@ def radius_axes(ax, sweeps: dict, *, c: float | None = None, reference: float | 
         xs, med = first
         ax.plot(xs, med[0] * (xs / xs[0]) ** reference, ":", color="0.3",
                 label=f"reference slope {reference:+.2f}")
-    if first is None:
+    if not any(np.isfinite(sw.median_radius(c)).any() for sw in sweeps.values()):
         ax.text(0.5, 0.5, "no median radius determined", transform=ax.transAxes, ha="center")
         ax.set_ylim(1e-3, 10.0)
         ax.set_xlim(min(sw.x.min() for sw in sweeps.values()) / 2,
                     max(sw.x.max() for sw in sweeps.values()) * 2)
-    ax.plot([], [], "^", color="0.3", mfc="none", label="median censored at the grid's end")
+    ax.plot([], [], "^", color="0.3", mfc="none",
+            label="median censored at the grid's end (a lower bound)")
     ax.set(xscale="log", yscale="log", xlabel="effective sample size n / ν",
            ylabel="resolvable radius r_n (offset units)")
     ax.legend(loc="lower left")

@@ -6,8 +6,11 @@ every page. Functions return the matplotlib objects; the caller calls ``plt.show
 
 from __future__ import annotations
 
+import re
+
 import matplotlib as mpl
 import matplotlib.pyplot as plt
+import numpy as np
 
 #: Colour of each expert class / leaf type (colour-blind safe, Okabe-Ito).
 EXPERT_COLORS: dict[str, str] = {
@@ -93,6 +96,28 @@ def _tick_labels_hidden(ax, axis: str) -> bool:
     return not any(params.get(side, default) for side, default in zip(sides, defaults))
 
 
+#: A slope of zero with a zero-width interval, ``"slope +0.00 [+0.00, +0.00]"``: what a fit
+#: through values that do not move at all (censored at a grid's end, or a constant) prints.
+_DEGENERATE_SLOPE = re.compile(r"[+-]?0\.00 \[[+-]?0\.00, [+-]?0\.00\]")
+
+
+def _hidden_series(ax) -> list[str]:
+    """Labels of line series drawn exactly on top of an earlier one (same points, same
+    marker and line style), so that the later hides the earlier."""
+    seen, hidden = {}, []
+    for line in ax.lines:
+        x, y = (np.asarray(v, float) for v in line.get_data())
+        label = line.get_label()
+        if not line.get_visible() or x.size < 2 or label.startswith("_"):
+            continue
+        key = (x.tobytes(), y.tobytes(), line.get_marker(), line.get_linestyle())
+        if key in seen:
+            hidden.append(f"{label!r} hides {seen[key]!r}")
+        else:
+            seen[key] = label
+    return hidden
+
+
 def audit(fig) -> list[str]:
     """What breaks the book's figure rules in ``fig``, one finding per string (empty: none).
 
@@ -101,7 +126,9 @@ def audit(fig) -> list[str]:
     grid may leave the label to its row or column -- its tick labels hidden -- or to the
     figure's ``supxlabel``/``supylabel``), and no label is a bare generic word
     (:data:`GENERIC_LABELS`); legends are at least :data:`MIN_LEGEND_POINTS` points; every
-    heat map (image or mesh) has a colour bar.
+    heat map (image or mesh) has a colour bar; no legend prints a zero slope with a
+    zero-width interval (a slope fitted through censored or constant values); no labelled
+    series is drawn exactly on top of another.
     """
     findings = []
     panels = [ax for ax in fig.axes if ax.get_visible() and not _is_colorbar(ax)]
@@ -126,6 +153,12 @@ def audit(fig) -> list[str]:
             size = min((t.get_fontsize() for t in leg.get_texts()), default=MIN_LEGEND_POINTS)
             if size < MIN_LEGEND_POINTS:
                 findings.append(f"{name}: legend at {size:g} pt (< {MIN_LEGEND_POINTS:g} pt)")
+            for text in leg.get_texts():
+                if _DEGENERATE_SLOPE.search(text.get_text()):
+                    findings.append(f"{name}: legend slope zero with a zero-width interval "
+                                    f"({text.get_text()!r}): fitted through values that do not "
+                                    "move")
+        findings.extend(f"{name}: series {h}" for h in _hidden_series(ax))
         for art in [*ax.images, *ax.collections]:
             if hasattr(art, "get_array") and art.get_array() is not None \
                     and type(art).__name__ in ("AxesImage", "QuadMesh") and art.colorbar is None:

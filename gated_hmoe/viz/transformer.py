@@ -37,7 +37,8 @@ def plot_sinks(table: dict, *, seq_len: int, field: str = "sink"):
                    capsize=3)
             ax.plot(np.full(len(vals), k), vals, "k.", ms=3)
         ax.axhline(uniform, ls="--", color="0.4", lw=1, label="uniform attention")
-        ax.set_xticks(range(len(variants)), variants, rotation=45)
+        ax.set_xticks(range(len(variants)), variants, rotation=45, ha="right",
+                      rotation_mode="anchor")
         ax.set_xlabel("attention variant")
         ax.set_ylabel("attention on BOS (largest head)")
         ax.set_title(f"layer {layer + 1}")
@@ -116,21 +117,24 @@ def plot_attention_maps(res, variants=("MHSA", "G1"), *, seed: int = 0,
             image = ax.imshow(maps[ly, h], vmin=0, vmax=1, cmap="viridis")
             ax.grid(False)
             ax.set_title(f"{v}: layer {ly + 1}, head {h + 1}", fontsize=9)
-            ax.set_xlabel("key position j", fontsize=8)
+            if r == len(variants) - 1:
+                ax.set_xlabel("key position j", fontsize=8)
+            else:                                   # the column shares its key axis
+                ax.tick_params(labelbottom=False)
             if c == 0:
                 ax.set_ylabel("query position i", fontsize=8)
             else:                                   # the row shares its query axis
                 ax.tick_params(labelleft=False)
     shown_lr = cfg.peak_lr if lr is None else lr
     fig.suptitle(f"Attention weights, seed {seed}, peak learning rate {shown_lr:g}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))                 # room for the suptitle
     _shared_colorbar(fig, axes, image)
     return fig
 
 
 def _shared_colorbar(fig, axes, image) -> None:
     """One colour bar for heat maps that share the scale [0, 1] (every image is tied to it)."""
-    bar = fig.colorbar(image, ax=np.ravel(axes).tolist(), shrink=0.8, pad=0.02)
+    bar = fig.colorbar(image, ax=np.ravel(axes).tolist(), shrink=0.6, pad=0.02, aspect=30)
     bar.set_label("attention weight")
     for ax in np.ravel(axes):
         for im in ax.images:
