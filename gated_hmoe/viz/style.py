@@ -25,7 +25,7 @@ GATE_COLORS: dict[str, str] = {
     "MHSA": "#D55E00",
     "G1": "#0072B2",
     "G1-headwise": "#56B4E9",
-    "G1-ridge": "#56B4E9",
+    "G1-ridge": "#882E72",        # purple (Paul Tol)
     "G2": "#009E73",
     "G2-tied": "#000000",
     "G3": "#E69F00",
