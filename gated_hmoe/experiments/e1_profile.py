@@ -213,27 +213,38 @@ def replicate_data(config: ProfileConfig) -> tuple[np.ndarray, np.ndarray, np.nd
     return np.asarray(x), np.asarray(xi), np.asarray(f)
 
 
-def population_starts(config: ProfileConfig, *, cache_dir=None) -> np.ndarray:
-    """The population minimisers ``psi (K, q)`` of the modulus at the profile's offsets
-    (:func:`gated_hmoe.estimation.modulus.modulus_solutions` from the coordinate axes, at
-    most 300 evaluations each, 100 quadrature nodes, stopping at round-off: starting points,
-    not measurements), cached in the store ``"profile"``."""
+#: Settings of the population starts (:func:`population_starts`): from the coordinate axes,
+#: at most 300 evaluations each, 100 quadrature nodes, stopping at round-off.
+STARTS_SETTINGS: dict = {"starts": 0, "max_nfev": 300, "quad_points": 100, "stop_below": 1e-28}
+
+
+def population_solutions(config: ProfileConfig, settings: dict, *, cache_dir=None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """``(m (K,), psi (K, q))``: the modulus of the configuration's truth on its offsets and
+    its minimisers (:func:`gated_hmoe.estimation.modulus.modulus_solutions` with
+    ``settings``), cached in the store ``"profile"`` under the truth, offsets, split and
+    settings."""
     G = config.truth()
-    payload = {"kind": "population starts", "expert": config.expert, "gate": config.gate,
+    payload = {"kind": "population solutions", "expert": config.expert, "gate": config.gate,
                "truth": moe.measure_to_dict(G), "deltas": config.deltas().tolist(),
-               "split": config.split, "starts": 0, "max_nfev": 300, "quad_points": 100,
-               "version": 2}
+               "split": config.split, **settings, "version": 2}
 
     def compute():
         m, psi = modulus.modulus_solutions(config.deltas(), expert=config.expert,
                                            gate=config.gate, G_true=G, split=config.split,
-                                           starts=0, max_nfev=300, quad_points=100,
-                                           stop_below=1e-28)
+                                           **settings)
         return {**payload, "m": m.tolist(), "psi": psi.tolist()}
 
-    entry = runner.Store("profile", cache_dir).get(f"starts/{runner.config_key(payload)}",
+    entry = runner.Store("profile", cache_dir).get(f"population/{runner.config_key(payload)}",
                                                    compute)
-    return np.array(entry["psi"], float)
+    return np.array(entry["m"], float), np.array(entry["psi"], float)
+
+
+def population_starts(config: ProfileConfig, *, cache_dir=None) -> np.ndarray:
+    """The population minimisers ``psi (K, q)`` of the modulus at the profile's offsets
+    (:func:`population_solutions` with :data:`STARTS_SETTINGS`: starting points, not
+    measurements)."""
+    return population_solutions(config, STARTS_SETTINGS, cache_dir=cache_dir)[1]
 
 
 def run_point(config: ProfileConfig, n: int, nu: float, *, starts: np.ndarray,
@@ -437,14 +448,14 @@ class RadiusSlope:
 
     slope: rates.Slope | None
     used: tuple[int, ...]
+    points: int
     note: str | None
 
     def label(self) -> str:
         """The legend's and the command's text: the slope with its interval and range, or why
         there is none."""
         if self.slope is None:
-            inside = self.note.split(" grid points")[0] if self.note else "too few"
-            return f"no radius slope ({inside} medians inside the grid)"
+            return f"no radius slope ({len(self.used)} of {self.points} medians inside the grid)"
         x = self.slope.x
         return f"{self.slope.label()} over n/ν {x[0]:.1e} … {x[-1]:.1e}"
 
@@ -546,13 +557,14 @@ class ProfileSweep:
         used = tuple(int(i) for i in np.flatnonzero(self.usable_points(c)))
         if len(used) < MIN_SLOPE_POINTS:
             med, d = self.median_radius(c), self.config.deltas()
-            return RadiusSlope(None, used, (
+            return RadiusSlope(None, used, len(med), (
                 f"{len(used)} of {len(med)} grid points have a median radius inside the grid "
                 f"({int(np.sum(med >= d[-1]))} censored at its end, {int(np.sum(med <= d[0]))} "
                 f"at its start, {int(np.sum(~np.isfinite(med)))} undetermined); a slope "
                 f"needs {MIN_SLOPE_POINTS}"))
         return RadiusSlope(self.slope(c, x_min=float(self.x[used[0]]),
-                                      x_max=float(self.x[used[-1]])), used, None)
+                                      x_max=float(self.x[used[-1]])), used, len(self.points),
+                           None)
 
     def median_radius(self, c: float | None = None) -> np.ndarray:
         """Median radius per grid point (undetermined radii rank last)."""
@@ -616,8 +628,10 @@ class ProfileSweep:
                 "a slope needs 2")
 
     def to_dict(self) -> dict:
+        """The sweep as strict JSON: configuration, grid, every point with its radii, and the
+        radius slope over :meth:`usable_points` with the points it uses (:meth:`radius_slope`)."""
         r, st = self.radii()
-        s = self.slope() if self.slope_note() is None else None
+        rs = self.radius_slope()
         # strict JSON (a slope that cannot be fitted, an undetermined median: null, not NaN)
         return runner.json_safe({"config": self.config.to_dict(), "cache_key": self.config.key(),
                 "versions": self.versions, "deltas": self.config.deltas().tolist(),
@@ -627,8 +641,13 @@ class ProfileSweep:
                 "points": [{**p, "radius": [None if not np.isfinite(v) else float(v)
                                             for v in r[i]],
                             "radius_status": st[i].tolist()} for i, p in enumerate(self.points)],
-                "slopes": {"radius": None if s is None else s.to_dict()},
-                "slope_note": self.slope_note(),
+                "slopes": {"radius": None if rs.slope is None else rs.slope.to_dict()},
+                "slope_note": self.slope_note() or rs.note,
+                "slope_range": {"points": list(rs.used), "n": [int(self.n[i]) for i in rs.used],
+                                "effective_sample_size": [float(self.x[i]) for i in rs.used],
+                                "rule": ("grid points whose median radius is determined and "
+                                         f"inside the grid of offsets; at least "
+                                         f"{MIN_SLOPE_POINTS}")},
                 "seconds": self.seconds})
 
 
@@ -695,5 +714,5 @@ __all__ = ["MIN_SLOPE_POINTS", "RadiusSlope", "VALLEY_EXCESS_BOUND", "MEMORY_BAS
            "band_from_calibration", "chapter_configs", "chapter_noise_configs", "INDEPENDENT_SEED",
            "independent_nsweep_configs",
            "interpolated_medians", "ProfileConfig", "ProfileSweep", "SWEEPS", "fixed_design_identity",
-           "population_starts", "replicate_data", "run_point", "run_profiles", "sweep_points",
+           "population_solutions", "population_starts", "STARTS_SETTINGS", "replicate_data", "run_point", "run_profiles", "sweep_points",
            "sweeps_from_record"]

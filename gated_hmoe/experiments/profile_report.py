@@ -25,11 +25,10 @@ import dataclasses
 import numpy as np
 
 from gated_hmoe import checks
-from gated_hmoe.estimation import modulus, profile, rates
+from gated_hmoe.estimation import profile, rates
 from gated_hmoe.experiments import runner
 from gated_hmoe.experiments.e1_profile import (MIN_SLOPE_POINTS, ProfileConfig, ProfileSweep,
-                                               RadiusSlope)
-from gated_hmoe.models import moe
+                                               RadiusSlope, population_solutions)
 
 #: The measured median radius and the truth's predicted radius agree within this factor at
 #: every grid point where both are inside the grid (the book's agreement factor,
@@ -49,22 +48,11 @@ MODULUS_SETTINGS: dict = {"starts": 4, "quad_points": 200, "max_nfev": 2000,
 
 def population_modulus(config: ProfileConfig, *, cache_dir=None) -> np.ndarray:
     """``m(delta) (K,)`` of the configuration's truth on its offsets
-    (:data:`MODULUS_SETTINGS`), cached in the store ``"profile"``."""
+    (:func:`~gated_hmoe.experiments.e1_profile.population_solutions` with
+    :data:`MODULUS_SETTINGS`; cached)."""
     if not isinstance(config, ProfileConfig):
         raise TypeError(f"config must be a ProfileConfig, got {type(config).__name__}")
-    G = config.validate().truth()
-    payload = {"kind": "population modulus", "expert": config.expert, "gate": config.gate,
-               "truth": moe.measure_to_dict(G), "deltas": config.deltas().tolist(),
-               "split": config.split, **MODULUS_SETTINGS}
-
-    def compute():
-        m = modulus.modulus_values(config.deltas(), expert=config.expert, gate=config.gate,
-                                   G_true=G, split=config.split, **MODULUS_SETTINGS)
-        return {**payload, "m": m.tolist()}
-
-    entry = runner.Store("profile", cache_dir).get(f"modulus/{runner.config_key(payload)}",
-                                                   compute)
-    return np.array(entry["m"], float)
+    return population_solutions(config.validate(), MODULUS_SETTINGS, cache_dir=cache_dir)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,28 +112,20 @@ def predict(sweep: ProfileSweep, m: np.ndarray, c: float | None = None) -> Predi
     inside = sweep.usable_points(c) & (status == "interpolated")
     ratio = np.where(inside, med / r, np.nan)
     local = profile.local_exponent(d, m, np.where(np.isfinite(med), med, np.nan))
-    used = sweep.radius_slope(c).used
+    used = np.flatnonzero(sweep.usable_points(c))
     expected = float("nan")
-    if len(used) >= 2 and np.all(status[list(used)] == "interpolated"):
-        expected = rates.loglog_slope(x[list(used)], r[list(used)])[0]
+    if used.size >= 2 and np.all(status[used] == "interpolated"):
+        expected = rates.loglog_slope(x[used], r[used])[0]
     return Prediction(d, m, x, r, status, med, ratio, local, float(expected))
 
 
 def report(sweep: ProfileSweep, prediction: Prediction | None = None) -> dict:
-    """``results.json`` of a profile sweep: :meth:`ProfileSweep.to_dict` with the radius
-    slope over the usable points (``slopes.radius``, ``slope_range``, ``slope_note``) and,
-    given a ``prediction``, the modulus with the offsets, ``predicted_radius``,
-    ``predicted_status``, ``ratio`` and ``local_exponent`` per grid point, the expected
-    slope, the regime and whether measurement and prediction agree (strict JSON)."""
+    """``results.json`` of a profile sweep: :meth:`ProfileSweep.to_dict` (with the radius
+    slope over the usable points) and, given a ``prediction``, the modulus with the offsets,
+    ``predicted_radius``, ``predicted_status``, ``ratio`` and ``local_exponent`` per grid
+    point, the expected slope, the regime and whether measurement and prediction agree
+    (strict JSON)."""
     out = sweep.to_dict()
-    rs = sweep.radius_slope()
-    out["slopes"] = {"radius": None if rs.slope is None else rs.slope.to_dict()}
-    out["slope_note"] = sweep.slope_note() or rs.note
-    out["slope_range"] = {"points": list(rs.used),
-                          "n": [int(sweep.n[i]) for i in rs.used],
-                          "effective_sample_size": [float(sweep.x[i]) for i in rs.used],
-                          "rule": ("grid points whose median radius is determined and inside "
-                                   f"the grid of offsets; at least {MIN_SLOPE_POINTS}")}
     if prediction is not None:
         p = prediction
         for i, point in enumerate(out["points"]):
@@ -157,7 +137,8 @@ def report(sweep: ProfileSweep, prediction: Prediction | None = None) -> dict:
                         "settings": MODULUS_SETTINGS},
             "rule": ("predicted radius: the radius rule on the population excess "
                      "(n / nu) m(delta) at the same offsets and threshold"),
-            "expected_slope": p.expected_slope, "regime": p.regime(rs.used),
+            "expected_slope": p.expected_slope,
+            "regime": p.regime(tuple(out["slope_range"]["points"])),
             "factor": PREDICTION_FACTOR, "ratios_agree": p.ratios_agree(),
             "same_censoring": p.same_censoring(), "agrees": p.agrees()}
     return runner.json_safe(out)
