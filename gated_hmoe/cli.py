@@ -243,13 +243,20 @@ def write_profile(result: e1_profile.ProfileSweep, out: Path,
         if prediction is not None:
             line += (f", predicted {prediction.radius[i]:.3g} ({prediction.status[i]})"
                      + (f", ratio {prediction.ratio[i]:.2f}"
-                        if np.isfinite(prediction.ratio[i]) else ""))
+                        if np.isfinite(prediction.ratio[i]) else "")
+                     + ("" if prediction.well_conditioned[i] else
+                        f" [ill-conditioned: {prediction.range_low[i]:.3g} to "
+                        f"{prediction.range_high[i]:.3g} at thresholds c/"
+                        f"{profile_report.PREDICTION_FACTOR:g} to c*"
+                        f"{profile_report.PREDICTION_FACTOR:g}]"))
         print(line)
     print(f"  radius {rs.label()}" if rs.slope is not None else f"  radius: {payload['slope_note']}")
     if prediction is not None:
         print(f"  {payload['prediction']['regime']}")
         print(f"  measured/predicted within a factor {profile_report.PREDICTION_FACTOR} where "
-              f"both are inside the grid: {payload['prediction']['ratios_agree']}; censored at "
+              f"both are inside the grid: {payload['prediction']['ratios_agree']} (at the "
+              f"well-conditioned points: "
+              f"{payload['prediction']['ratios_agree_where_well_conditioned']}); censored at "
               f"the same points: {payload['prediction']['same_censoring']}")
     print(f"  fit seconds {result.seconds:.1f}")
     return 0

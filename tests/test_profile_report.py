@@ -70,6 +70,32 @@ def test_prediction_of_a_quartic_modulus_matches_its_own_radii():
     payload = pr.report(sw, pred)
     assert set(payload["points"][0]) >= {"predicted_radius", "ratio", "local_exponent"}
     assert payload["prediction"]["modulus"]["m"] == pytest.approx(m.tolist())
+    assert np.all(pred.well_conditioned)                      # c*F / (c/F): a factor F^(1/2)
+    assert pred.range_high[1] / pred.range_low[1] == pytest.approx(pr.PREDICTION_FACTOR ** 0.5,
+                                                                   rel=0.05)
+    assert payload["prediction"]["ill_conditioned_points"] == []
+
+
+def test_a_far_branch_at_the_threshold_is_ill_conditioned_and_reported():
+    """A modulus that dips back to ``c / x`` at the last offset: the predicted radius at the
+    second grid point sits on a knife edge (censored at ``c F``), the measured median lands
+    on the far branch, and the report says which criterion fails and why."""
+    sw = synthetic_sweep([2.0, 2.0, 0.25, 0.14])
+    d = sw.config.deltas()
+    m = sw.config.c * d ** 4 / (0.45 ** 4 * sw.x[1])
+    m[-1] = 1.02 * sw.config.c / sw.x[1]                       # a far branch just above c / x
+    pred = pr.predict(sw, m)
+    assert pred.status[1] == "interpolated" and not pred.well_conditioned[1]
+    assert pred.range_high[1] == d[-1]
+    payload = pr.report(sw, pred)
+    assert 1 in payload["prediction"]["ill_conditioned_points"]
+    assert payload["points"][1]["predicted_range"][1] == pytest.approx(d[-1])
+    assert payload["points"][1]["well_conditioned"] is False
+    assert not pred.same_censoring()                         # measured at the grid's end
+    sw = synthetic_sweep([2.0, 1.5, 0.25, 0.14])              # the far branch, inside the grid
+    pred = pr.predict(sw, m)
+    assert not pred.ratios_agree() and pred.ratios_agree(well_conditioned_only=True)
+    assert pred.within_range()
 
 
 def test_a_modulus_that_vanishes_predicts_censored_radii():

@@ -53,7 +53,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Float
 
 from gated_hmoe import checks
-from gated_hmoe.estimation import head_fit, lm
+from gated_hmoe.estimation import head_fit, lm, profile, thresholds
 from gated_hmoe.estimation.profile import PairFits
 from gated_hmoe.models import heads
 
@@ -304,5 +304,104 @@ def dead_head_excess(ssr_dead: Float[ArrayLike, " R"], certified: ArrayLike,
     return np.where(ok, excess, np.nan)
 
 
-__all__ = ["AttentionPairProblem", "LEAF_KEYS", "PairLayout", "ROUTER_KEYS", "dead_head_excess",
+class AttentionProfileProblem:
+    r"""The surplus head's profile excess at one grid offset as a bootstrap problem (the
+    hooks of :class:`gated_hmoe.estimation.thresholds.BootstrapProblem`).
+
+    ``observe(x, y)`` runs :func:`gated_hmoe.estimation.profile.profile` on ``R`` data sets
+    ``x (R, n, N, d)``, ``y (R, n, N, 1)`` (:class:`AttentionPairProblem`, offsets
+    ``deltas``, shared ``starts (K, q)`` plus continuation, the local component
+    ``connected``), identically on observed and simulated data; ``excess`` is
+    ``Delta L_n(deltas[at]) / nu``. The null fitted to a data set is the truth's own offset,
+    ``delta = 0``: the exactly specified student (``H*`` heads, every weight free), fitted by
+    least squares from the teacher (declared, as for :func:`dead_head_fits`); ``deltas[at]``
+    is the stand-in offset nearest 0, and its population part is in the statistic.
+    """
+
+    def __init__(self, *, position: str, teacher: dict, deltas: ArrayLike, starts: ArrayLike,
+                 nu: float, at: int = 0, split: float = 0.5, max_iter: int = 200,
+                 rtol: float = 1e-2, connected: bool = True, backward: bool = False):
+        self.position = heads.check_layer_position(position)
+        self.teacher = teacher
+        self.layout = PairLayout(self.position, teacher, split=split)
+        self.deltas = checks.finite_array(deltas, "deltas", ndim=1)
+        self.starts = checks.finite_array(starts, "starts", shape=(self.deltas.size, self.layout.q))
+        self.nu = checks.real(nu, "nu", positive=True)
+        self.at = checks.positive_int(at, "at", minimum=0)
+        if self.at >= self.deltas.size:
+            raise ValueError(f"at must index deltas (< {self.deltas.size}), got {at}")
+        self.split = split
+        self.max_iter = checks.positive_int(max_iter, "max_iter")
+        self.rtol = checks.real(rtol, "rtol", positive=True)
+        self.connected, self.backward = bool(connected), bool(backward)
+        self._theta0, self._unravel = ravel_pytree(
+            {k: jnp.asarray(v, jnp.float64) for k, v in teacher.items()})
+
+    def observe(self, x, y, parent=None, rows=None) -> profile.Profile:
+        pp = AttentionPairProblem(x, y, position=self.position, teacher=self.teacher,
+                                  split=self.split, max_iter=self.max_iter, rtol=self.rtol,
+                                  polish_iter=self.max_iter)
+        return profile.profile(pp, deltas=self.deltas, starts=self.starts, nu=self.nu,
+                               connected=self.connected, backward=self.backward)
+
+    def excess(self, prof: profile.Profile) -> np.ndarray:
+        return prof.excess[:, self.at]
+
+    def null_mean(self, x, y, prof: profile.Profile) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(x, float)
+        out = head_fit.fit_students(x, y, np.tile(np.asarray(self._theta0), (x.shape[0], 1)),
+                                    unravel=self._unravel, position=self.position,
+                                    max_iter=self.max_iter, rtol=self.rtol)
+        ok = out["converged"] & np.all(np.isfinite(out["theta"]), 1)
+        theta = np.where(ok[:, None], out["theta"], np.asarray(self._theta0)[None])
+        f = jax.vmap(lambda t, xx: heads.batched_output(self._unravel(t), xx, self.position))(
+            jnp.asarray(theta), jnp.asarray(x))
+        return np.asarray(f), ok
+
+
+def split_lrt_excess(x: Float[ArrayLike, "R n N d"], y: Float[ArrayLike, "R n N 1"], *,
+                     position: str, teacher: dict, deltas: ArrayLike, starts: ArrayLike,
+                     nu: float, alpha: float = 0.05, split: float = 0.5, max_iter: int = 200,
+                     rtol: float = 1e-2, connected: bool = True,
+                     backward: bool = False) -> thresholds.SplitLRT:
+    r"""The split-LRT set of the surplus head's offset for ``R`` data sets of sequences (the
+    attention form of :func:`gated_hmoe.estimation.thresholds.split_lrt_excess`).
+
+    ``D1`` (:func:`~gated_hmoe.estimation.thresholds.split_halves` of the sequences): the
+    profile on ``D1``; ``theta_1`` is its best certified constrained fit (any function of
+    ``D1`` keeps the guarantee). ``D0``: the profile's constrained minima at ``deltas``;
+    ``S(delta) = (min_{pair at delta} L_{D0} - L_{D0}(theta_1)) / nu``
+    (:func:`~gated_hmoe.estimation.thresholds.split_lrt_statistic`), and the radius of
+    ``{delta : S(delta) <= 2 log(1/alpha)}`` on the component ``connected`` chooses.
+    """
+    c = thresholds.split_lrt_cutoff(alpha)
+    x = checks.finite_array(x, "x", ndim=4)
+    y = checks.finite_array(y, "y", shape=x.shape[:3] + (1,))
+    nu = checks.real(nu, "nu", positive=True)
+    d = checks.finite_array(deltas, "deltas", ndim=1)
+    i0, i1 = thresholds.split_halves(x.shape[1])
+    kw = dict(position=position, teacher=teacher, split=split, max_iter=max_iter, rtol=rtol,
+              polish_iter=max_iter)
+    pp1 = AttentionPairProblem(x[:, i1], y[:, i1], **kw)
+    p1 = profile.profile(pp1, deltas=d, starts=starts, nu=nu, connected=connected,
+                         backward=backward)
+    R = x.shape[0]
+    best = np.argmin(np.where(p1.certified, p1.ssr, np.inf), 1)
+    have = p1.certified.any(1)
+    theta_hat = np.where(have[:, None], p1.theta[np.arange(R), best], 0.0)
+
+    def fitted(th, xx):
+        return heads.batched_output(pp1.layout.student(th[:-1], th[-1]), xx, position)
+
+    f0 = np.asarray(jax.vmap(fitted)(jnp.asarray(theta_hat), jnp.asarray(x[:, i0])))
+    ssr_hat = np.where(have, np.sum((y[:, i0] - f0) ** 2, axis=(1, 2, 3)), np.nan)
+    p0 = profile.profile(AttentionPairProblem(x[:, i0], y[:, i0], **kw), deltas=d,
+                         starts=starts, nu=nu, connected=connected, backward=backward)
+    S = thresholds.split_lrt_statistic(p0.ssr, ssr_hat, nu)
+    radii = [profile.radius(d, row, c, connected=connected) for row in S]
+    return thresholds.SplitLRT(S, np.array([r for r, _ in radii]),
+                               np.array([st for _, st in radii]), c, theta_hat, x.shape[1] // 2)
+
+
+__all__ = ["AttentionPairProblem", "AttentionProfileProblem", "split_lrt_excess", "LEAF_KEYS", "PairLayout", "ROUTER_KEYS", "dead_head_excess",
            "dead_head_fits"]

@@ -16,6 +16,16 @@ where ``m`` dips again, are predicted too. The quartic law ``m ~ C delta^4`` is 
 (:func:`gated_hmoe.estimation.profile.local_exponent`) says whether a radius slope of
 ``-1/4`` is to be expected or the slope of the predicted radii, ``-1/p`` for a local
 exponent ``p``.
+
+A prediction can be ill-conditioned: where ``(n / nu) m(delta)`` passes the threshold almost
+flat, or a far offset's population excess sits near ``c``, a small change of the excess
+moves the predicted radius by a large factor, and the measured median of a few replicates
+(whose excess fluctuates by order one ``nu``) may land on either side. Each grid point
+therefore also carries the *predicted range*: the radii at thresholds ``c / F`` and
+``c F`` (``F`` = :data:`PREDICTION_FACTOR`). A point is *well conditioned* when both ends
+are inside the grid and differ by at most ``F``, or both are censored (or both below the
+grid); the agreement of measured and predicted
+radii is stated over all points and over the well-conditioned ones.
 """
 
 from __future__ import annotations
@@ -61,7 +71,10 @@ class Prediction:
     predicted ``radius`` and its ``status``, the ``measured`` median, their ``ratio``
     (``nan`` unless both lie inside the grid), the ``local_exponent`` of ``m`` at the
     measured median; ``expected_slope``: the slope of the predicted radii over the measured
-    slope's points (``nan`` without one)."""
+    slope's points (``nan`` without one); the predicted range ``range_low``, ``range_high``
+    (the radii at thresholds ``c / F`` and ``c F``) and whether the point is
+    ``well_conditioned`` (both inside the grid, within a factor ``F``, or both censored or
+    both below the grid)."""
 
     deltas: np.ndarray
     m: np.ndarray
@@ -72,12 +85,28 @@ class Prediction:
     ratio: np.ndarray
     local_exponent: np.ndarray
     expected_slope: float
+    range_low: np.ndarray
+    range_high: np.ndarray
+    well_conditioned: np.ndarray
 
-    def ratios_agree(self, factor: float = PREDICTION_FACTOR) -> bool:
+    def ratios_agree(self, factor: float = PREDICTION_FACTOR, *,
+                     well_conditioned_only: bool = False) -> bool:
         """Every finite ratio (measured and predicted radius both inside the grid) within
-        ``[1/factor, factor]``."""
-        r = self.ratio[np.isfinite(self.ratio)]
+        ``[1/factor, factor]`` -- at the well-conditioned points only, if asked."""
+        keep = np.isfinite(self.ratio)
+        if well_conditioned_only:
+            keep &= self.well_conditioned
+        r = self.ratio[keep]
         return bool(np.all((r >= 1 / factor) & (r <= factor)))
+
+    def within_range(self, factor: float = PREDICTION_FACTOR) -> bool:
+        """Every measured median inside the grid lies in
+        ``[range_low / factor, range_high * factor]``."""
+        keep = (np.isfinite(self.measured) & (self.measured < self.deltas[-1])
+                & (self.measured > self.deltas[0]))
+        m = self.measured[keep]
+        return bool(np.all((m >= self.range_low[keep] / factor)
+                           & (m <= self.range_high[keep] * factor)))
 
     def same_censoring(self) -> bool:
         """Every grid point whose predicted radius is censored is measured censored (median
@@ -108,6 +137,12 @@ def predict(sweep: ProfileSweep, m: np.ndarray, c: float | None = None) -> Predi
     m = checks.finite_array(m, "m", shape=d.shape)
     x = sweep.x
     r, status = profile.predicted_radii(d, m, x, c)
+    f = PREDICTION_FACTOR
+    lo, lo_status = profile.predicted_radii(d, m, x, c / f)
+    hi, hi_status = profile.predicted_radii(d, m, x, c * f)
+    conditioned = (((lo_status == "interpolated") & (hi_status == "interpolated")
+                    & (hi <= f * lo))
+                   | ((lo_status == hi_status) & (lo_status != "interpolated")))
     med = sweep.median_radius(c)
     inside = sweep.usable_points(c) & (status == "interpolated")
     ratio = np.where(inside, med / r, np.nan)
@@ -116,7 +151,8 @@ def predict(sweep: ProfileSweep, m: np.ndarray, c: float | None = None) -> Predi
     expected = float("nan")
     if used.size >= 2 and np.all(status[used] == "interpolated"):
         expected = rates.loglog_slope(x[used], r[used])[0]
-    return Prediction(d, m, x, r, status, med, ratio, local, float(expected))
+    return Prediction(d, m, x, r, status, med, ratio, local, float(expected), lo, hi,
+                      conditioned)
 
 
 def report(sweep: ProfileSweep, prediction: Prediction | None = None) -> dict:
@@ -131,7 +167,9 @@ def report(sweep: ProfileSweep, prediction: Prediction | None = None) -> dict:
         for i, point in enumerate(out["points"]):
             point.update(predicted_radius=float(p.radius[i]),
                          predicted_status=str(p.status[i]), ratio=float(p.ratio[i]),
-                         local_exponent=float(p.local_exponent[i]))
+                         local_exponent=float(p.local_exponent[i]),
+                         predicted_range=[float(p.range_low[i]), float(p.range_high[i])],
+                         well_conditioned=bool(p.well_conditioned[i]))
         out["prediction"] = {
             "modulus": {"deltas": p.deltas.tolist(), "m": p.m.tolist(),
                         "settings": MODULUS_SETTINGS},
@@ -139,7 +177,14 @@ def report(sweep: ProfileSweep, prediction: Prediction | None = None) -> dict:
                      "(n / nu) m(delta) at the same offsets and threshold"),
             "expected_slope": p.expected_slope,
             "regime": p.regime(tuple(out["slope_range"]["points"])),
+            "range_rule": (f"predicted range: the radius rule at thresholds c / {PREDICTION_FACTOR}"
+                           f" and c * {PREDICTION_FACTOR}; well conditioned: both inside the "
+                           f"grid and within a factor {PREDICTION_FACTOR}, or both censored "
+                           "or both below the grid"),
             "factor": PREDICTION_FACTOR, "ratios_agree": p.ratios_agree(),
+            "ratios_agree_where_well_conditioned": p.ratios_agree(well_conditioned_only=True),
+            "ill_conditioned_points": np.flatnonzero(~p.well_conditioned).tolist(),
+            "within_range": p.within_range(),
             "same_censoring": p.same_censoring(), "agrees": p.agrees()}
     return runner.json_safe(out)
 

@@ -21,6 +21,9 @@ Two experiments on :mod:`gated_hmoe.estimation.thresholds`:
   statistic at the grid's first offset, the stand-in for 0) per replicate data set, the
   split-LRT set, and the radius under ``chi^2_1``, bootstrap and split-LRT thresholds
   (:func:`gated_hmoe.estimation.thresholds.radius_under_thresholds`).
+- :func:`attention_point_thresholds`: the same three for one grid point of an attention
+  profile (:class:`gated_hmoe.experiments.e2_profile.AttentionProfileConfig`): the null is
+  the exactly specified student, the radii are local (the profile set's first component).
 
 Both use the known noise variance ``nu`` (the book's experiments know it).
 """
@@ -37,8 +40,8 @@ import numpy as np
 import scipy.stats
 
 from gated_hmoe import checks
-from gated_hmoe.estimation import moe_fit, thresholds
-from gated_hmoe.experiments import e1_profile
+from gated_hmoe.estimation import head_profile, moe_fit, thresholds
+from gated_hmoe.experiments import e1_profile, e2_profile
 from gated_hmoe.models import data, moe
 
 
@@ -265,32 +268,83 @@ def profile_point_thresholds(config: e1_profile.ProfileConfig, n: int, nu: float
                                            starts=starts, nu=nu, at=0, null="exact",
                                            split=config.split, max_iter=config.max_iter,
                                            rtol=config.rtol)
+    body = _three_thresholds(
+        problem, lambda: thresholds.split_lrt_excess(
+            x, y, spec=spec, G_ref=config.truth(), deltas=d, starts=starts, nu=nu, alpha=alpha,
+            split=config.split, max_iter=config.max_iter, rtol=config.rtol),
+        x, y, d, nu=nu, draws=draws, alpha=alpha, seed=seed, batch=batch, connected=False)
+    return {"n": n, "noise": nu, "x": n / nu, "replicates": list(rep), "draws": draws,
+            "alpha": alpha, "deltas": d.tolist(), "statistic_offset": float(d[0]), **body}
+
+
+def _three_thresholds(problem, split_lrt, x, y, d, *, nu, draws, alpha, seed, batch,
+                      connected) -> dict:
+    """The bootstrap of ``problem`` (``draws`` per data set, key ``seed``), the split-LRT set
+    ``split_lrt()`` and the radii under the three thresholds, JSON-ready."""
     t0 = time.perf_counter()
     boot = thresholds.bootstrap_draws(problem, jax.random.key(seed), x, y, nu=nu, draws=draws,
                                       batch=batch)
     bt = thresholds.bootstrap_threshold(boot["draws"], alpha)
     t_boot = time.perf_counter() - t0
     t0 = time.perf_counter()
-    sl = thresholds.split_lrt_excess(x, y, spec=spec, G_ref=config.truth(), deltas=d,
-                                     starts=starts, nu=nu, alpha=alpha, split=config.split,
-                                     max_iter=config.max_iter, rtol=config.rtol)
+    sl = split_lrt()
     t_split = time.perf_counter() - t0
     prof = boot["observed"]
     radii = thresholds.radius_under_thresholds(d, prof.excess, bt.c, sl.statistic,
-                                               alpha=alpha)
-
-    def listed(a):
-        return [[None if not np.isfinite(v) else float(v) for v in row] for row in a]
-
-    return {"n": n, "noise": nu, "x": n / nu, "replicates": list(rep), "draws": draws,
-            "alpha": alpha, "deltas": d.tolist(), "statistic_offset": float(d[0]),
-            "thresholds": {"bootstrap": bt.to_dict(),
+                                               alpha=alpha, connected=connected)
+    return {"thresholds": {"bootstrap": bt.to_dict(),
                            "null_certified": boot["null_certified"].tolist(),
-                           "bootstrap_draws": listed(boot["draws"]),
+                           "bootstrap_draws": _listed(boot["draws"]),
                            "split_lrt": sl.c},
-            "excess": listed(prof.excess), "split_lrt_statistic": listed(sl.statistic),
+            "excess": _listed(prof.excess), "split_lrt_statistic": _listed(sl.statistic),
             "radii": radii, "seconds": {"bootstrap": t_boot, "split_lrt": t_split}}
 
 
-__all__ = ["RegularConfig", "binomial_interval", "profile_point_thresholds", "quantile_summary",
+def _listed(a) -> list:
+    return [[None if not np.isfinite(v) else float(v) for v in row] for row in np.asarray(a)]
+
+
+def attention_point_thresholds(config: e2_profile.AttentionProfileConfig, n: int, nu: float,
+                               *, replicates: tuple[int, ...] | None = None, draws: int = 200,
+                               alpha: float = 0.05, seed: int = 0, batch: int = 256,
+                               cache_dir=None) -> dict:
+    r"""The three thresholds at one grid point ``(n, nu)`` of an attention profile, for the
+    replicate data sets ``replicates`` (default all), each on the data
+    :func:`~gated_hmoe.experiments.e2_profile.run_point` fits.
+
+    Bootstrap (:class:`gated_hmoe.estimation.head_profile.AttentionProfileProblem`, ``at=0``):
+    per data set the exactly specified student's fit ``f_null``, ``draws`` data sets
+    ``f_null(x) + sqrt(nu) xi`` on its sequences, and on each the whole profile redone
+    (same offsets and starts, continuation, the local component), the statistic being the
+    excess at the grid's first offset. Split LRT:
+    :func:`gated_hmoe.estimation.head_profile.split_lrt_excess` (halves of the sequences).
+    Returns the layout of :func:`profile_point_thresholds`.
+    """
+    if not isinstance(config, e2_profile.AttentionProfileConfig):
+        raise TypeError(f"config must be an AttentionProfileConfig, got {type(config).__name__}")
+    config.validate()
+    rep = tuple(range(config.replicates)) if replicates is None else tuple(replicates)
+    if not rep or any(not 0 <= r < config.replicates for r in rep):
+        raise ValueError(f"replicates must index the config's {config.replicates} replicates, "
+                         f"got {replicates!r}")
+    n, nu, x, _, y = e2_profile.point_data(config, n, nu)
+    idx = np.array(rep)
+    x, y = x[idx], y[idx]
+    starts = e2_profile.population_starts(config, cache_dir=cache_dir)
+    d = config.deltas()
+    kw = dict(position=config.position, teacher=config.teacher(), split=config.split,
+              max_iter=config.max_iter, rtol=config.rtol, connected=config.connected,
+              backward=config.backward)
+    problem = head_profile.AttentionProfileProblem(deltas=d, starts=starts, nu=nu, at=0, **kw)
+    body = _three_thresholds(
+        problem, lambda: head_profile.split_lrt_excess(x, y, deltas=d, starts=starts, nu=nu,
+                                                       alpha=alpha, **kw),
+        x, y, d, nu=nu, draws=draws, alpha=alpha, seed=seed, batch=batch,
+        connected=config.connected)
+    return {"position": config.position, "n": n, "noise": nu, "x": n / nu,
+            "replicates": list(rep), "draws": draws, "alpha": alpha, "deltas": d.tolist(),
+            "statistic_offset": float(d[0]), **body}
+
+
+__all__ = ["attention_point_thresholds", "RegularConfig", "binomial_interval", "profile_point_thresholds", "quantile_summary",
            "regular_data", "regular_validation"]
