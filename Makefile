@@ -11,7 +11,7 @@ export GATED_HMOE_CACHE ?= $(CURDIR)/.cache/gated_hmoe
 export JAX_PLATFORMS ?= cpu
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
-.PHONY: book test unit nbval book-strict html assets chromium execute clean help
+.PHONY: book test test-fast unit nbval book-strict html assets chromium execute clean help
 
 help:
 	@echo "make book   -- install into .venv and build the HTML book into _build/html from the"
@@ -37,6 +37,11 @@ book: $(STAMP) assets
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests --ignore=tests/html --doctest-modules gated_hmoe --durations=20
+
+# For development: the unit tests and doctests without the slow ones (no chapters, no book).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests --ignore=tests/html --doctest-modules gated_hmoe -m "not slow" \
+		--durations=10
 
 nbval: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-current-env \

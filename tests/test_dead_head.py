@@ -106,7 +106,8 @@ def test_declared_teacher_keeps_the_cache_keys_of_the_committed_records():
         sweeps = e2_profile.sweeps_from_record(record)      # every key still matches
         sweep = next(iter(sweeps.values()))
         assert "teacher_seed" not in sweep.config.to_dict()
-        assert np.isnan(e2_profile.dead_head_excess(sweep)).all()   # not stored in them
+        dead = e2_profile.dead_head_excess(sweep)      # stored whole or not at all
+        assert np.isnan(dead).all() or np.isfinite(dead).all(), path.name
 
 
 # ------------------------------------------------------------------ the user's teacher
@@ -213,3 +214,29 @@ def test_cli_seeded_and_file_teachers_run_and_enter_the_cache_key(tmp_path, caps
     assert all(np.array_equal(from_file.teacher()[k], t[k]) for k in t)
     assert from_file.key() not in (declared.key(), seeded.key())
     assert from_file.teacher_source == "file"
+
+
+def test_committed_local_record_holds_both_components_of_the_ridge_sets():
+    """The chapter's local record: the dead-head excess of every replicate certified, not
+    growing with n/nu (the branch holds the teacher: its excess is a null draw)."""
+    record, sweeps = e2_profile.load_record("e2_profile_local")
+    assert set(sweeps) == {"G2-tied", "ridge"} and record["seeds"] == [0]
+    for sw in sweeps.values():
+        d = e2_profile.dead_head_summary(sw, sw.config.c)
+        assert d.certified == d.excess.size
+        assert abs(d.slope) < 0.05 and np.all(d.median > 0)
+        assert d.above <= d.above_chi2 <= d.certified
+
+
+def test_records_are_read_by_name_with_errors_naming_it(tmp_path):
+    with pytest.raises(ValueError, match="name must name an E2 record"):
+        e2_profile.load_record("../secrets")
+    with pytest.raises(ValueError, match="name 'e2_profile_missing': no record"):
+        e2_profile.load_record("e2_profile_missing")
+    bad = tmp_path / "e2_profile_bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not readable JSON"):
+        e2_profile.load_record("e2_profile_bad", path=bad)
+    _, sweeps = e2_profile.load_record("e2_profile_noise")   # written before the branch
+    with pytest.raises(ValueError, match="no certified dead-head excess"):
+        e2_profile.dead_head_summary(sweeps["MHSA"], 3.84)

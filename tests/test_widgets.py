@@ -194,3 +194,16 @@ def test_frame_png_stacks_figures_and_uses_a_palette():
     full = Image.open(io.BytesIO(ex.frame_png(figs(), dpi=50, colors=None)))
     assert one.mode == "P" and both.mode == "P" and full.mode == "RGB"
     assert both.width == one.width and both.height > one.height and full.size == both.size
+
+
+def test_rate_explorer_opens_on_a_cached_sweep():
+    """The opening selection has a cached sweep (the chapter's noise sweep holds linear
+    experts only; opening on SiLU drew an empty panel)."""
+    noise = {("linear", 0.3): object(), ("linear", 0.1): object()}
+    n = {("silu", 2): object(), ("silu", 3): object()}
+    experts = ["linear", "sigmoid", "silu"]
+    assert vr._first_cached(n, noise, experts) == {"expert": "linear", "fit": 3, "spread": 0.1,
+                                                   "sweep": "noise"}
+    assert vr._first_cached(n, {}, experts) == {"expert": "silu", "fit": 3, "spread": 0.1,
+                                                "sweep": "n"}
+    assert vr._first_cached({}, {}, experts)["expert"] == "linear"

@@ -38,16 +38,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gated_hmoe import checks
-from gated_hmoe.estimation import head_profile, profile
+from gated_hmoe.estimation import head_profile, profile, rates
 from gated_hmoe.experiments import e1_profile, e1_rates, profile_report, runner
 from gated_hmoe.models import heads
 
@@ -393,6 +395,40 @@ def report(sweep: e1_profile.ProfileSweep) -> dict:
     return runner.json_safe(out)
 
 
+@dataclasses.dataclass(frozen=True)
+class DeadHeadSummary:
+    """The dead-head branch of one sweep at threshold ``c``: ``excess (points, R)`` in units
+    of ``nu`` (``nan`` where not certified), its per-point ``median (points,)``, the number of
+    certified values ``above`` ``c`` and above ``chi^2_1``'s 3.84 (``above_chi2``) of
+    ``certified``, and the log-log ``slope`` of the medians against ``n / nu``
+    (:func:`gated_hmoe.estimation.rates.loglog_slope`; ``nan`` with fewer than two finite
+    positive medians)."""
+
+    excess: np.ndarray
+    median: np.ndarray
+    above: int
+    above_chi2: int
+    certified: int
+    slope: float
+
+
+def dead_head_summary(sweep: e1_profile.ProfileSweep, c: float) -> DeadHeadSummary:
+    """:class:`DeadHeadSummary` of ``sweep``'s dead-head branch at threshold ``c``."""
+    c = checks.real(c, "c", positive=True)
+    dead = dead_head_excess(sweep)
+    ok = np.isfinite(dead)
+    if not ok.any():
+        raise ValueError("sweep has no certified dead-head excess (a record written before "
+                         "the dead-head branch was measured?)")
+    med = np.array([np.median(row[np.isfinite(row)]) if np.isfinite(row).any() else np.nan
+                    for row in dead])
+    keep = np.isfinite(med) & (med > 0)
+    slope = (rates.loglog_slope(sweep.x[keep], med[keep])[0] if keep.sum() >= 2
+             else float("nan"))
+    return DeadHeadSummary(dead, med, int(np.sum(dead[ok] > c)),
+                           int(np.sum(dead[ok] > profile.CHI2_95)), int(ok.sum()), float(slope))
+
+
 def branch_lines(sweep: e1_profile.ProfileSweep) -> list[str]:
     """The summary of both components per grid point: the median local radius and how many
     replicates reject the dead-head branch (with the median certified excess)."""
@@ -417,6 +453,32 @@ def sweeps_from_record(record: dict) -> dict[str, e1_profile.ProfileSweep]:
     if not isinstance(record, dict) or not isinstance(record.get("positions"), dict):
         raise ValueError("record must be a dict with a 'positions' mapping")
     return e1_profile.sweeps_from_record(record["positions"], AttentionProfileConfig)
+
+
+#: Where the committed E2 records live (``docs/records/e2_profile*.json``).
+RECORD_DIR: Path = Path(__file__).resolve().parents[2] / "docs" / "records"
+
+
+def load_record(name: str, path=None) -> tuple[dict, dict[str, e1_profile.ProfileSweep]]:
+    """``(record, sweeps)``: the committed E2 record ``name`` (``RECORD_DIR / name.json``, or
+    ``path``), as ``scripts/record_e2_profile.py`` writes it, and its sweeps by position
+    (:func:`sweeps_from_record`: every configuration validated against its cache key).
+    ``ValueError`` naming ``name`` for an unknown or unreadable record."""
+    if not isinstance(name, str) or not name.startswith("e2_profile") or "/" in name:
+        raise ValueError(f"name must name an E2 record 'e2_profile...' in {RECORD_DIR}, "
+                         f"got {name!r}")
+    file = Path(path) if path is not None else RECORD_DIR / f"{name}.json"
+    if not file.is_file():
+        raise ValueError(f"name {name!r}: no record at {file} (written by "
+                         "scripts/record_e2_profile.py)")
+    try:
+        record = json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"name {name!r}: record {file} is not readable JSON ({err})") from None
+    for field in ("commit", "date", "machine", "versions", "positions"):
+        if field not in record:
+            raise ValueError(f"name {name!r}: record {file} has no {field!r}")
+    return record, sweeps_from_record(record)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -482,4 +544,5 @@ __all__ = ["AttentionProfileConfig", "point_data", "RADIUS_BAND_MIN_WIDTH", "RID
            "RadiusCalibration", "calibrate_radius", "radius_band", "MEMORY_BASE", "MEMORY_PER_RECORD", "MEMORY_PER_SAMPLE",
            "POST_FIELDS", "VALLEY_EXCESS_BOUND", "peak_bytes", "population_starts", "replicate_data",
            "run_point", "run_profiles", "sweeps_from_record", "DEAD_HEAD_VERSION", "branch_lines",
-           "dead_head_excess", "dead_head_point", "report", "with_dead_head"]
+           "dead_head_excess", "dead_head_point", "report", "with_dead_head", "DeadHeadSummary",
+           "dead_head_summary", "RECORD_DIR", "load_record"]

@@ -215,7 +215,21 @@ def rate_explorer(n_results: dict, noise_results: dict, *, live_fit=None):
         draw, live=None if live_fit is None else live,
         live_controls={"n": [50, 100, 200, 300, 500, 1000],
                        "noise": [1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2]},
-        value={"expert": "silu" if "silu" in experts else experts[0], "fit": 3})
+        value=_first_cached(n_results, noise_results, experts))
+
+
+def _first_cached(n_results: dict, noise_results: dict, experts: list) -> dict:
+    """The explorer's opening selection: a choice that has a cached sweep (the noise sweep of
+    the first expert class that has one, else the n-sweep's), never an empty panel."""
+    for e in experts:
+        spreads = [s for (ex_, s) in noise_results if ex_ == e]
+        if spreads:
+            return {"expert": e, "fit": 3, "spread": min(spreads), "sweep": "noise"}
+    for e in experts:
+        fits = [f for (ex_, f) in n_results if ex_ == e]
+        if fits:
+            return {"expert": e, "fit": max(fits), "spread": 0.1, "sweep": "n"}
+    return {"expert": experts[0], "fit": 3}
 
 
 __all__ = ["EXACT_METRICS", "OVER_METRICS", "RATE_STYLES", "live_fit_view", "plot_live_fit",
