@@ -175,3 +175,16 @@ def test_a_folder_that_cannot_be_created_is_refused_before_work(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {flag} must be a folder"), err
     assert not (tmp_path / "c").exists() and not (tmp_path / "o").exists()
+
+
+def test_output_variance_and_the_prediction_at_a_realistic_noise(tmp_path):
+    cfg = ep.ProfileConfig(expert="silu", offsets=(0.05, 2.0, 8)).validate()
+    v = pr.output_variance(cfg)
+    x = np.random.default_rng(0).uniform(-1, 1, (200_000, 1))
+    from gated_hmoe.models import moe
+    f = np.asarray(moe.mean_unchecked(cfg.truth(), x, cfg.expert, cfg.gate))
+    assert v == pytest.approx(np.var(f), rel=0.02)
+    r, status = pr.predicted_at(cfg, np.array([1e4, 1e9, 1e14]), cache_dir=tmp_path)
+    assert status[0] == "censored" and np.all(np.diff(r) <= 0)
+    with pytest.raises(TypeError, match="ProfileConfig"):
+        pr.output_variance(object())

@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax.numpy as jnp
 import numpy as np
 
 from gated_hmoe import checks
 from gated_hmoe.estimation import profile, rates
 from gated_hmoe.experiments import runner
+from gated_hmoe.models import moe
 from gated_hmoe.experiments.e1_profile import (MIN_SLOPE_POINTS, ProfileConfig, ProfileSweep,
                                                RadiusSlope, population_solutions)
 
@@ -63,6 +65,30 @@ def population_modulus(config: ProfileConfig, *, cache_dir=None) -> np.ndarray:
     if not isinstance(config, ProfileConfig):
         raise TypeError(f"config must be a ProfileConfig, got {type(config).__name__}")
     return population_solutions(config.validate(), MODULUS_SETTINGS, cache_dir=cache_dir)[0]
+
+
+def output_variance(config: ProfileConfig, *, quad_points: int = 200) -> float:
+    """``Var f_{G*}(X)``, ``X ~ Unif[-1, 1]``, of the configuration's truth (Gauss-Legendre
+    rule with ``quad_points`` nodes): the scale that a noise level "of the output variance"
+    refers to."""
+    if not isinstance(config, ProfileConfig):
+        raise TypeError(f"config must be a ProfileConfig, got {type(config).__name__}")
+    q = checks.positive_int(quad_points, "quad_points", minimum=2)
+    nodes, weights = np.polynomial.legendre.leggauss(q)
+    f = np.asarray(moe.mean_unchecked(config.truth(), jnp.asarray(nodes)[:, None],
+                                      config.expert, config.gate))
+    w = weights / 2.0
+    mean = float(np.sum(w * f))
+    return float(np.sum(w * (f - mean) ** 2))
+
+
+def predicted_at(config: ProfileConfig, x, *, cache_dir=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(radius (P,), status (P,))`` the truth's own prediction at effective sample sizes
+    ``x = n / nu (P,)`` on the configuration's offsets and threshold (no data: the radius rule
+    on ``x m(delta)``, :func:`gated_hmoe.estimation.profile.predicted_radii`)."""
+    m = population_modulus(config, cache_dir=cache_dir)
+    return profile.predicted_radii(config.deltas(), m, checks.finite_array(x, "x", ndim=1),
+                                   config.c)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,4 +216,5 @@ def report(sweep: ProfileSweep, prediction: Prediction | None = None) -> dict:
 
 
 __all__ = ["MIN_SLOPE_POINTS", "MODULUS_SETTINGS", "PREDICTION_FACTOR", "Prediction",
+           "output_variance", "predicted_at",
            "QUARTIC_TOLERANCE", "RadiusSlope", "population_modulus", "predict", "report"]
