@@ -267,7 +267,8 @@ def dead_head_fits(x: Float[ArrayLike, "R n N d"], y: Float[ArrayLike, "R n N 1"
     branch would only lower the excess.
 
     Returns ``ssr (R,)`` (``nan`` where not finite), ``certified (R,)`` (converged and
-    finite), ``decrement (R,)``, ``iterations (R,)``.
+    finite), ``decrement (R,)``, ``iterations (R,)`` and the fitted weights ``theta (R, p)``
+    (flattened as ``jax.flatten_util.ravel_pytree`` flattens ``teacher``).
     """
     position = heads.check_layer_position(position)
     x = checks.finite_array(x, "x", ndim=4)
@@ -280,7 +281,8 @@ def dead_head_fits(x: Float[ArrayLike, "R n N d"], y: Float[ArrayLike, "R n N 1"
                                 rtol=rtol)
     finite = np.isfinite(out["ssr"]) & np.all(np.isfinite(out["theta"]), 1)
     return {"ssr": np.where(finite, out["ssr"], np.nan), "certified": out["converged"] & finite,
-            "decrement": out["decrement"], "iterations": out["iterations"]}
+            "decrement": out["decrement"], "iterations": out["iterations"],
+            "theta": out["theta"]}
 
 
 def dead_head_excess(ssr_dead: Float[ArrayLike, " R"], certified: ArrayLike,
@@ -314,7 +316,7 @@ class AttentionProfileProblem:
     ``connected``), identically on observed and simulated data; ``excess`` is
     ``Delta L_n(deltas[at]) / nu``. The null fitted to a data set is the truth's own offset,
     ``delta = 0``: the exactly specified student (``H*`` heads, every weight free), fitted by
-    least squares from the teacher (declared, as for :func:`dead_head_fits`); ``deltas[at]``
+    least squares from the teacher (:func:`dead_head_fits`); ``deltas[at]``
     is the stand-in offset nearest 0, and its population part is in the statistic.
     """
 
@@ -348,12 +350,10 @@ class AttentionProfileProblem:
         return prof.excess[:, self.at]
 
     def null_mean(self, x, y, prof: profile.Profile) -> tuple[np.ndarray, np.ndarray]:
-        x = np.asarray(x, float)
-        out = head_fit.fit_students(x, y, np.tile(np.asarray(self._theta0), (x.shape[0], 1)),
-                                    unravel=self._unravel, position=self.position,
-                                    max_iter=self.max_iter, rtol=self.rtol)
-        ok = out["converged"] & np.all(np.isfinite(out["theta"]), 1)
-        theta = np.where(ok[:, None], out["theta"], np.asarray(self._theta0)[None])
+        fits = dead_head_fits(x, y, position=self.position, teacher=self.teacher,
+                              max_iter=self.max_iter, rtol=self.rtol)
+        ok = fits["certified"]
+        theta = np.where(ok[:, None], fits["theta"], np.asarray(self._theta0)[None])
         f = jax.vmap(lambda t, xx: heads.batched_output(self._unravel(t), xx, self.position))(
             jnp.asarray(theta), jnp.asarray(x))
         return np.asarray(f), ok
@@ -374,33 +374,19 @@ def split_lrt_excess(x: Float[ArrayLike, "R n N d"], y: Float[ArrayLike, "R n N 
     (:func:`~gated_hmoe.estimation.thresholds.split_lrt_statistic`), and the radius of
     ``{delta : S(delta) <= 2 log(1/alpha)}`` on the component ``connected`` chooses.
     """
-    c = thresholds.split_lrt_cutoff(alpha)
     x = checks.finite_array(x, "x", ndim=4)
     y = checks.finite_array(y, "y", shape=x.shape[:3] + (1,))
-    nu = checks.real(nu, "nu", positive=True)
-    d = checks.finite_array(deltas, "deltas", ndim=1)
-    i0, i1 = thresholds.split_halves(x.shape[1])
     kw = dict(position=position, teacher=teacher, split=split, max_iter=max_iter, rtol=rtol,
               polish_iter=max_iter)
-    pp1 = AttentionPairProblem(x[:, i1], y[:, i1], **kw)
-    p1 = profile.profile(pp1, deltas=d, starts=starts, nu=nu, connected=connected,
-                         backward=backward)
-    R = x.shape[0]
-    best = np.argmin(np.where(p1.certified, p1.ssr, np.inf), 1)
-    have = p1.certified.any(1)
-    theta_hat = np.where(have[:, None], p1.theta[np.arange(R), best], 0.0)
+    layout = PairLayout(position, teacher, split=split)
 
-    def fitted(th, xx):
-        return heads.batched_output(pp1.layout.student(th[:-1], th[-1]), xx, position)
+    def predict(theta, x0):
+        return jax.vmap(lambda th, xx: heads.batched_output(
+            layout.student(th[:-1], th[-1]), xx, position))(jnp.asarray(theta), jnp.asarray(x0))
 
-    f0 = np.asarray(jax.vmap(fitted)(jnp.asarray(theta_hat), jnp.asarray(x[:, i0])))
-    ssr_hat = np.where(have, np.sum((y[:, i0] - f0) ** 2, axis=(1, 2, 3)), np.nan)
-    p0 = profile.profile(AttentionPairProblem(x[:, i0], y[:, i0], **kw), deltas=d,
-                         starts=starts, nu=nu, connected=connected, backward=backward)
-    S = thresholds.split_lrt_statistic(p0.ssr, ssr_hat, nu)
-    radii = [profile.radius(d, row, c, connected=connected) for row in S]
-    return thresholds.SplitLRT(S, np.array([r for r, _ in radii]),
-                               np.array([st for _, st in radii]), c, theta_hat, x.shape[1] // 2)
+    return thresholds.split_lrt(x, y, make_problem=lambda xx, yy: AttentionPairProblem(xx, yy, **kw),
+                                predict=predict, deltas=deltas, starts=starts, nu=nu,
+                                alpha=alpha, connected=connected, backward=backward)
 
 
 __all__ = ["AttentionPairProblem", "AttentionProfileProblem", "split_lrt_excess", "LEAF_KEYS", "PairLayout", "ROUTER_KEYS", "dead_head_excess",

@@ -512,32 +512,59 @@ def split_lrt_excess(x: Float[ArrayLike, "R n D"], y: Float[ArrayLike, "R n"], *
     profile's constrained minima at ``deltas``. Returns :class:`SplitLRT` with the radius
     ``max{delta : S(delta) <= 2 log(1/alpha)}`` (:func:`gated_hmoe.estimation.profile.radius`).
     """
-    c = split_lrt_cutoff(alpha)
     x = checks.finite_array(x, "x", ndim=3)
     y = checks.finite_array(y, "y", shape=x.shape[:2])
-    nu = checks.real(nu, "nu", positive=True)
-    d = checks.finite_array(deltas, "deltas", ndim=1)
-    i0, i1 = split_halves(x.shape[1])
     kw = dict(spec=spec, G_ref=G_ref, split=split, max_iter=max_iter, rtol=rtol,
               polish_iter=max_iter)
-    p1 = profile.profile(profile.MoEPairProblem(x[:, i1], y[:, i1], **kw), deltas=d,
-                         starts=starts, nu=nu, connected=connected)
+
+    def polish(theta, have, ssr, x1, y1):
+        pol = moe_fit.fit(x1, y1, theta, spec=spec, max_iter=max_iter, rtol=rtol)
+        better = np.isfinite(pol.mse) & (pol.mse * x1.shape[1] < ssr)
+        return np.where(better[:, None], pol.theta, theta)
+
+    def predict(theta, x0):
+        return jax.vmap(lambda t, xx: moe.mean_of_theta(t, xx, spec))(jnp.asarray(theta),
+                                                                     jnp.asarray(x0))
+
+    return split_lrt(x, y, make_problem=lambda xx, yy: profile.MoEPairProblem(xx, yy, **kw),
+                     predict=predict, polish=polish, deltas=deltas, starts=starts, nu=nu,
+                     alpha=alpha, connected=connected)
+
+
+def split_lrt(x: ArrayLike, y: ArrayLike, *, make_problem, predict, deltas: ArrayLike,
+              starts: ArrayLike, nu: float, alpha: float = 0.05, connected: bool = False,
+              backward: bool = False, polish=None) -> SplitLRT:
+    r"""The split-LRT set of ``R`` data sets ``x (R, n, ...)``, ``y (R, n, ...)`` for any
+    profile problem: ``make_problem(x, y)`` builds the constrained fits of a half
+    (:class:`~gated_hmoe.estimation.profile.MoEPairProblem`, or the attention one),
+    ``predict(theta (R, p), x0) -> f`` (``y``'s shape on ``x0``) is the fitted regression
+    function of a profile's parameters. ``D1`` (:func:`split_halves`): the profile on ``D1``;
+    ``theta_1`` its best certified constrained fit, replaced by ``polish(theta, have, ssr,
+    x1, y1)`` where given (any function of ``D1`` keeps the guarantee). ``D0``: the profile's
+    constrained minima; :func:`split_lrt_statistic` and the radius at ``2 log(1/alpha)``.
+    """
+    c = split_lrt_cutoff(alpha)
+    nu = checks.real(nu, "nu", positive=True)
+    d = checks.finite_array(deltas, "deltas", ndim=1)
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    i0, i1 = split_halves(x.shape[1])
+    p1 = profile.profile(make_problem(x[:, i1], y[:, i1]), deltas=d, starts=starts, nu=nu,
+                         connected=connected, backward=backward)
     R = x.shape[0]
     best = np.argmin(np.where(p1.certified, p1.ssr, np.inf), 1)
     have = p1.certified.any(1)
-    th_c = np.where(have[:, None], p1.theta[np.arange(R), best], 0.0)
-    pol = moe_fit.fit(x[:, i1], y[:, i1], th_c, spec=spec, max_iter=max_iter, rtol=rtol)
-    ssr_c = np.where(have, p1.ssr[np.arange(R), best], np.inf)
-    better = np.isfinite(pol.mse) & (pol.mse * (x.shape[1] - x.shape[1] // 2) < ssr_c)
-    theta_hat = np.where(better[:, None], pol.theta, th_c)
-    f0 = jax.vmap(lambda t, xx: moe.mean_of_theta(t, xx, spec))(jnp.asarray(theta_hat),
-                                                               jnp.asarray(x[:, i0]))
-    ssr_hat = np.where(have, np.sum((y[:, i0] - np.asarray(f0)) ** 2, 1), np.nan)
-    p0 = profile.profile(profile.MoEPairProblem(x[:, i0], y[:, i0], **kw), deltas=d,
-                         starts=starts, nu=nu, connected=connected)
+    theta_hat = np.where(have[:, None], p1.theta[np.arange(R), best], 0.0)
+    if polish is not None:
+        ssr_c = np.where(have, p1.ssr[np.arange(R), best], np.inf)
+        theta_hat = polish(theta_hat, have, ssr_c, x[:, i1], y[:, i1])
+    f0 = np.asarray(predict(theta_hat, x[:, i0]))
+    axes = tuple(range(1, y.ndim))
+    ssr_hat = np.where(have, np.sum((y[:, i0] - f0) ** 2, axis=axes), np.nan)
+    p0 = profile.profile(make_problem(x[:, i0], y[:, i0]), deltas=d, starts=starts, nu=nu,
+                         connected=connected, backward=backward)
     S = split_lrt_statistic(p0.ssr, ssr_hat, nu)
     radii = [profile.radius(d, s, c, connected=connected) for s in S]
-    return SplitLRT(S, np.array([r for r, _ in radii]), np.array([s for _, s in radii]), c,
+    return SplitLRT(S, np.array([r for r, _ in radii]), np.array([st for _, st in radii]), c,
                     theta_hat, x.shape[1] // 2)
 
 
@@ -595,7 +622,7 @@ def radius_under_thresholds(deltas: Float[ArrayLike, " K"], excess: Float[ArrayL
             "split_lrt": radii(s, np.full(R, split_c))}
 
 
-__all__ = ["BootstrapProblem", "BootstrapThreshold", "MoEProfileProblem", "PinnedFits",
+__all__ = ["BootstrapProblem", "BootstrapThreshold", "MoEProfileProblem", "PinnedFits", "split_lrt",
            "PinnedProblem", "SPLIT_LRT_95", "SplitLRT", "bootstrap_draws",
            "bootstrap_threshold", "fit_pinned", "fit_pinned_batch", "merge_pair",
            "order_statistic_ranks", "radius_under_thresholds", "split_halves",

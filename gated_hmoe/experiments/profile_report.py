@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
 
 from gated_hmoe import checks
@@ -68,18 +67,12 @@ def population_modulus(config: ProfileConfig, *, cache_dir=None) -> np.ndarray:
 
 
 def output_variance(config: ProfileConfig, *, quad_points: int = 200) -> float:
-    """``Var f_{G*}(X)``, ``X ~ Unif[-1, 1]``, of the configuration's truth (Gauss-Legendre
-    rule with ``quad_points`` nodes): the scale that a noise level "of the output variance"
-    refers to."""
+    """``Var f_{G*}(X)`` of the configuration's truth
+    (:func:`gated_hmoe.models.moe.population_variance`)."""
     if not isinstance(config, ProfileConfig):
         raise TypeError(f"config must be a ProfileConfig, got {type(config).__name__}")
-    q = checks.positive_int(quad_points, "quad_points", minimum=2)
-    nodes, weights = np.polynomial.legendre.leggauss(q)
-    f = np.asarray(moe.mean_unchecked(config.truth(), jnp.asarray(nodes)[:, None],
-                                      config.expert, config.gate))
-    w = weights / 2.0
-    mean = float(np.sum(w * f))
-    return float(np.sum(w * (f - mean) ** 2))
+    return moe.population_variance(config.truth(), expert=config.expert, gate=config.gate,
+                                   quad_points=quad_points)
 
 
 def predicted_at(config: ProfileConfig, x, *, cache_dir=None) -> tuple[np.ndarray, np.ndarray]:

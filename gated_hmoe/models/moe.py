@@ -480,9 +480,26 @@ def population_sq_distance(G: MixingMeasure, G_ref: MixingMeasure, *, expert: st
     return float(np.sum(weights / 2.0 * diff ** 2))
 
 
+def population_variance(G: MixingMeasure, *, expert: str, gate: str = "linear",
+                        quad_points: int = 200) -> float:
+    r""":math:`\mathrm{Var}\, f_G(X)`, :math:`X \sim \mathrm{Unif}[-1, 1]` (``D = 1``), by the
+    quadrature of :func:`population_sq_distance`: the scale a noise level "of the output
+    variance" refers to.
+
+    >>> round(population_variance(default_truth("silu"), expert="silu"), 4)
+    0.2226
+    """
+    quad_points = checks.positive_int(quad_points, "quad_points", minimum=2)
+    G = validate_measure(G, "G", expert=expert, gate=gate, D=1)
+    nodes, weights = np.polynomial.legendre.leggauss(quad_points)
+    f = np.asarray(mean(G, nodes[:, None], expert=expert, gate=gate))
+    w = weights / 2.0
+    return float(np.sum(w * (f - np.sum(w * f)) ** 2))
+
+
 __all__ = ["EXPERTS", "GATES", "EXPERT_LABELS", "GATE_LABELS", "MixingMeasure", "ModelSpec", "expert_dim", "validate_measure",
            "pin_last", "mean", "mean_unchecked", "mean_of_theta", "expert_values",
            "expert_values_and_grads", "ridge_values_and_slopes", "gate_features", "gate_params",
            "gate_logits", "default_truth", "measure_to_dict", "measure_from_dict",
            "load_measure", "make_spec", "check_spec", "pack", "unpack", "valley_measure",
-           "population_sq_distance"]
+           "population_sq_distance", "population_variance"]
