@@ -282,6 +282,18 @@ def describe(name: str) -> dict:
                                  f"{cfg.max_iter} iterations; seed{'s' if len(seeds) > 1 else ''} "
                                  f"{', '.join(map(str, seeds))}",
                 "command": command, "size": size}
+    if rec.get("experiment") == "E5 teacher-student record":    # scripts/record_e5_teacher_student.py
+        cfgs = [s["config"] for s in rec["sweeps"].values()]
+        cfg = cfgs[0]
+        positions = list(dict.fromkeys(c["position"] for c in cfgs))
+        sets = ", ".join(f"{k} {s}\u2013{s + m - 1}" for k, (s, m) in rec["seed_sets"].items())
+        return {"what": f"E5 (chapter 08): Adam-trained students of a 2-head teacher, "
+                        f"{len(cfgs)} sweeps ({', '.join(positions)}; H = 2 and 3)",
+                "configuration": f"n = {cfg['n_min']} \u2026 {cfg['n_max']} on {cfg['points']} "
+                                 f"points, \u03bd = {_sci(cfg['noise'])} of the output variance, "
+                                 f"{cfg['inits']} initialisations, {cfg['steps']} steps; "
+                                 f"seeds: {sets}",
+                "command": rec["command"], "size": size}
     sweeps = rec["sweeps"]
     cfg = sweeps[0]["config"]
     gates = list(dict.fromkeys(_gate(s["gate"]) for s in sweeps))
@@ -327,7 +339,7 @@ def records_readme() -> str:
     """The text of ``docs/records/README.md``."""
     lines = ["# Committed records", "",
              "Full-size runs too slow for a chapter, written by the commands below and read by",
-             "chapters 05 and 06 and by the book's *Results at a glance* page (`results.md`,",
+             "chapters 05, 06 and 08 and by the book's *Results at a glance* page (`results.md`,",
              "rendered by `_ext/book_results.py`). Each record holds its configuration, the",
              "library versions, the git commit, the date and machine, and every replicate's",
              "results. Generated from the records' own fields by",

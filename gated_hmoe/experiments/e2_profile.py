@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import time
 from collections.abc import Callable
@@ -468,16 +467,9 @@ def load_record(name: str, path=None) -> tuple[dict, dict[str, e1_profile.Profil
         raise ValueError(f"name must name an E2 record 'e2_profile...' in {RECORD_DIR}, "
                          f"got {name!r}")
     file = Path(path) if path is not None else RECORD_DIR / f"{name}.json"
-    if not file.is_file():
-        raise ValueError(f"name {name!r}: no record at {file} (written by "
-                         "scripts/record_e2_profile.py)")
-    try:
-        record = json.loads(file.read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"name {name!r}: record {file} is not readable JSON ({err})") from None
-    for field in ("commit", "date", "machine", "versions", "positions"):
-        if field not in record:
-            raise ValueError(f"name {name!r}: record {file} has no {field!r}")
+    record = runner.read_record(file, label=f"name {name!r}",
+                                writer="scripts/record_e2_profile.py",
+                                fields=("commit", "date", "machine", "versions", "positions"))
     return record, sweeps_from_record(record)
 
 

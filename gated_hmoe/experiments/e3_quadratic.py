@@ -439,25 +439,19 @@ def load_record(name: str, path=None, **overrides) -> dict:
 #: ``c = 3.84``), one seed per record:
 #:
 #: - ``profile``: an n-sweep ``n = 1e3 ... 1e5`` on 5 points at ``nu = 1e-6``, 8 replicates,
-#:   12 offsets in ``[0.02, 2]``, seed 0 (the configuration of the README's first
-#:   measurement, 2026-12-03: a replication, not a blind run). Declared before it was written
-#:   (2026-12-07): the chapter asserts only that the polynomial gate's median radius is at
-#:   least the monomial gate's at every ``n``, for both experts.
+#:   12 offsets in ``[0.02, 2]``, seed 0. The chapter asserts only that the polynomial gate's
+#:   median radius is at least the monomial gate's at every ``n``, for both experts.
 #: - ``profile-noise``: a noise sweep at ``n = 1000``, ``nu = 1e-4 ... 1e-14`` on 9 points
 #:   (``n / nu`` to ``1e17``, where the polynomial gate's radius is predicted inside the
 #:   modulus's measured range), 8 replicates, 16 offsets in ``[0.001, 2]``, seed 0; and
-#:   ``profile-noise-heldout``: the same with seed 1. Written down before any of them ran
-#:   (2026-12-07, from the chapter's moduli, ``p ~ 4`` and ``~ 8``): over the grid points
-#:   whose median radius is at most 0.4, the polynomial gate's radius slope is shallower than
-#:   the monomial gate's (near ``-1/8`` against ``-1/4``), per expert.
+#:   ``profile-noise-heldout``: the same with seed 1. Prediction (from the chapter's moduli,
+#:   ``p ~ 4`` and ``~ 8``): over the grid points whose median radius is at most 0.4, the
+#:   polynomial gate's radius slope is shallower than the monomial gate's (near ``-1/8``
+#:   against ``-1/4``), per expert.
 #:
-#: Every record's fits run the loop with a budget of :data:`PROFILE_MAX_ITER` iterations. The
-#: first versions (2026-12-07, the default 200) certified 92.5% of the polynomial sigmoid
-#: n-sweep's constrained fits and left undetermined radii in the polynomial SiLU noise sweeps.
-#: Every uncertified fit of that n-sweep's ``n = 1000`` point had run out of budget with its
-#: decrement still 0.01-9 units of ``nu``; refitting its two extreme sizes (``n = 1e3, 1e5``)
-#: with 1000 iterations certified 96 of 96 fits at each. So all three records were rewritten
-#: with that budget (declared here before the rewrite; the assertions above are unchanged).
+#: Every record's fits run the loop with a budget of :data:`PROFILE_MAX_ITER` iterations
+#: (why 1000: docs/decisions.md). When each record and prediction was written down:
+#: Methods, chapter 06, and the decisions log.
 PROFILE_MAX_ITER: int = 1000
 PROFILE_RECORDS: dict = {
     "profile": {"file": "e3_profile.json",
@@ -475,9 +469,8 @@ PROFILE_RECORDS["profile-noise-heldout"] = {
     "file": "e3_profile_noise_heldout.json",
     "config": {**PROFILE_RECORDS["profile-noise"]["config"], "seed": 1}}
 #: Seeds of the noise sweep's calibration records ``profile-noise-seed101`` ... (never used
-#: for an asserted run). Declared 2026-12-07, before any of them ran and before the
-#: 1000-iteration records of seeds 0 and 1 were seen: per (gate, expert), the band of the
-#: radius slope over the points whose median radius is at most 0.4
+#: for an asserted run): per (gate, expert), the band of the radius slope over the points
+#: whose median radius is at most 0.4
 #: (:meth:`~gated_hmoe.experiments.e1_profile.ProfileSweep.slope_below`) is
 #: :func:`~gated_hmoe.experiments.e1_profile.band_from_calibration` of the calibration seeds'
 #: slopes around the theory's (:data:`PROFILE_THEORY_SLOPE`: ``-1/4`` for the monomial gate's
@@ -550,6 +543,13 @@ def make_profile_record(name: str, *, cache_dir=None, machine: str = "unknown", 
                 f"{sweeps[-1]['certified']}/{sweeps[-1]['fits']}")
     return {**_provenance(name, machine, commit, load, start),
             "overrides": overrides, "sweeps": sweeps}
+
+
+def profile_provenance(name: str, path=None) -> dict:
+    """Where and when the profile record ``name`` was written: its ``date``, ``machine``,
+    ``commit``, ``seconds`` and ``cache`` fields (the sweeps: :func:`load_profile_record`)."""
+    path, record = _read_record(name, path, PROFILE_RECORDS)
+    return {k: record.get(k) for k in ("date", "machine", "commit", "seconds", "cache")}
 
 
 def load_profile_record(name: str, path=None, **overrides
@@ -647,6 +647,7 @@ def budget_comparison(short: dict, long: dict, *, metric: str = "worst_overfitte
 __all__ = ["BANDS", "CHAPTER_EXPERTS", "CHAPTER_SWEEPS", "QUADRATIC_GATES", "RECORDS",
            "RECORD_COMMAND", "RECORD_DIR", "RecordedSweep", "TABLE_METRICS", "UPPER_FIT_MIN",
            "budget_comparison", "format_rows", "gate_label", "load_profile_record", "load_record",
+           "profile_provenance",
            "make_profile_record", "make_record", "modulus_law", "predicted_radius", "PROFILE_CALIBRATION_SEEDS", "PROFILE_EXPERTS", "PROFILE_MAX_ITER", "PROFILE_RECORDS", "PROFILE_THEORY_SLOPE", "calibration_slopes", "profile_slope_bands", "profile_configs",
            "modulus", "modulus_exponent", "rates_command", "record_configs", "record_results",
            "run_grid", "slope_rows", "split_halves", "split_profile", "split_slopes",

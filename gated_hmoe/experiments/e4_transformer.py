@@ -190,7 +190,7 @@ def _compute_group(cfg: ExperimentConfig, variant: str, specs: list[RunSpec]) ->
 #: moments; the training batch's activations and attention maps, forward and backward; the
 #: evaluation set's forward pass; the token pool). The count is first-order and uncalibrated
 #: (the other commands' factors were measured, see scripts/calibrate_memory.py); the base is
-#: the ``tiny`` preset's measured peak, 626 MiB (2026-12-03). It serves to refuse sizes that
+#: the ``tiny`` preset's measured peak, 626 MiB (docs/decisions.md). It serves to refuse sizes that
 #: cannot fit, not to promise that others do.
 MEMORY_BASE: int = 650 * 2**20
 MEMORY_SAFETY: float = 2.0

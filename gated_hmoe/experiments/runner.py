@@ -111,6 +111,26 @@ def read_json(path: str | os.PathLike) -> Any | None:
         return None
 
 
+def read_record(path: str | os.PathLike, *, label: str, writer: str,
+                fields: tuple[str, ...] = ()) -> dict:
+    """A committed record: the JSON object at ``path`` with every key of ``fields``;
+    ``ValueError`` beginning with ``label`` (and naming ``writer``, the command that writes
+    it, when the file is missing) otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{label}: no record at {path} (written by {writer})")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{label}: record {path} is not readable JSON ({err})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{label}: record {path} is not a JSON object")
+    for field in fields:
+        if field not in record:
+            raise ValueError(f"{label}: record {path} has no {field!r}")
+    return record
+
+
 class Store:
     """A folder of JSON cache entries of one ``kind`` under the cache root.
 
@@ -177,4 +197,4 @@ def progress(iterable, *, desc: str, enabled: bool = True, **kwargs):
 
 
 __all__ = ["CACHE_ENV", "CacheWarning", "Store", "cache_root", "config_key", "progress",
-           "read_json", "source_commit", "versions", "write_json_atomic"]
+           "read_json", "read_record", "source_commit", "versions", "write_json_atomic"]

@@ -137,22 +137,7 @@ def regular_validation(config: RegularConfig) -> dict:
     """Run the regular validation (see the module docstring); a JSON-ready dict with the
     measured numbers and the seconds each stage took.
 
-    Measured 2026-12-07 (2 shared CPU cores, 200 data sets, 200 draws on each, seed 0,
-    slope of expert 0 pinned, ``chi^2_1(0.95) = 3.84``):
-
-    - SiLU, ``n = 2000``, ``nu = 1e-6``: KS p-value 0.65, mean statistic 1.09; its 0.95
-      quantile 4.42 [3.75, 5.37]; bootstrap quantile pooled over the 40 000 draws 3.83
-      [3.76, 3.90], mean of the 200 Monte-Carlo critical values 3.93 +- 0.04 (median
-      per-data-set MC standard error 0.63); coverage of ``T <= c_bootstrap`` 0.935
-      [0.891, 0.965] (``chi^2_1``: 0.92 on the same data sets); split LRT coverage 1.00
-      [0.982, 1]; 120 s (bootstrap 107 s).
-    - sigmoid, ``n = 2000``, ``nu = 1e-2``: KS p-value 0.044, mean 0.98; quantile 3.82
-      [2.65, 7.80]; pooled bootstrap quantile 3.83 [3.77, 3.90], mean critical value
-      3.93 +- 0.04; coverage 0.950 [0.910, 0.976] (``chi^2_1``: 0.95); split LRT 1.00
-      [0.982, 1]; 187 s on loaded cores.
-
-    (Intervals: 95%, binomial order statistics for quantiles, Clopper-Pearson for
-    coverages.)
+    What it measured on the book's two configurations: docs/decisions.md.
     """
     if not isinstance(config, RegularConfig):
         raise TypeError(f"config must be a RegularConfig, got {type(config).__name__}")
