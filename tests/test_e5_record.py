@@ -180,3 +180,8 @@ def test_a_band_that_contains_the_competing_slope_decides_nothing():
              and s.quantity == "head_loss"]
     assert st.band[0] <= er.COMPETING["head_loss"] <= st.band[1]
     assert st.verdict == "not decided" and "-0.25" in st.note
+
+
+def test_pooled_fates_count_every_seed_set(synthetic):
+    assert er.pooled_fates(synthetic, "MHSA") == {"none": 0, "dead": 0, "split": 14, "other": 0}
+    assert er.pooled_fates(synthetic, "MHSA", heads=2)["none"] == 14

@@ -422,6 +422,19 @@ def fate_table(record: dict, *, seed_set: str = "asserted", heads: int = 3) -> d
     return out
 
 
+def pooled_fates(record: dict, position: str, *, heads: int = 3) -> dict[str, int]:
+    """Counts of each fate of the picks at the largest ``n`` over every seed set in the
+    record (calibration, asserted and held-out data sets together)."""
+    counts = {f: 0 for f in head_voronoi.FATES}
+    for s in SEED_SETS:
+        sweep = record["sweeps"].get(sweep_name(position, heads, s))
+        if sweep is not None:
+            last = fates(sweep)[-1]
+            for f in counts:
+                counts[f] += int(np.sum(last == f))
+    return counts
+
+
 def teacher_masses(sweep: dict) -> list[float]:
     """The teacher's heads' masses ``||W_V W_O||_F`` (the sweep's stored teacher)."""
     teacher = e5.teacher_from_dict(sweep["teacher"])
@@ -445,5 +458,5 @@ def point_view(record: dict, position: str, heads: int, n: int, *,
 
 __all__ = ["COMPETING", "FATE_SHARE", "GRID", "HEADS", "NOT_FALLING", "POSITIONS", "RECORD", "RIDGE",
            "SEED_SETS", "STATEMENT_HEADERS", "Statement", "TEACHER_HEADERS", "THEORY", "band", "build", "config", "declared",
-           "fate_share", "fate_table", "fates", "glue_texts", "KEYS", "load", "markdown_table", "picked", "point_view", "series", "slope",
+           "fate_share", "fate_table", "fates", "pooled_fates", "glue_texts", "KEYS", "load", "markdown_table", "picked", "point_view", "series", "slope",
            "statement_rows", "statements", "sweep_name", "teacher_masses", "teacher_rows"]
