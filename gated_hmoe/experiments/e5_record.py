@@ -80,8 +80,8 @@ def declared() -> list[tuple[str, int, str]]:
 
 
 def _compact(result: dict) -> dict:
-    """A sweep's result without what the record holds once (versions) or what a chapter never
-    reads (the per-point wall times are kept; floats to 7 significant digits)."""
+    """A sweep's result without its ``versions`` (the record holds them once), floats
+    rounded to 7 significant digits."""
     def rounded(v):
         if isinstance(v, float) and math.isfinite(v) and v != 0.0:
             return float(f"{v:.7g}")
